@@ -1,0 +1,60 @@
+# Ultimate MCP Mesh — every command a developer or CI needs.
+#   make run     start the whole mesh on embedded defaults (foreground, Ctrl-C stops it)
+#   make test    everything CI runs: proto lint, unit + integration tests, grpcurl end to end
+#   make bench   benchmarks; results go to bench-out/ and are summarised in BENCHMARKS.md
+
+SHELL := /bin/bash
+CARGO ?= cargo
+TOOLS := .tools
+VENV := .venv
+BUF := $(TOOLS)/node_modules/.bin/buf
+GRPCURL := $(VENV)/bin/grpcurl
+export UMCP_PYTHON := $(CURDIR)/$(VENV)/bin/python
+
+.PHONY: run build test test-rust test-e2e lint fmt clippy proto-lint bench tools venv buf clean
+
+## run: build the binaries and start gateway + services in the foreground
+run: build
+	scripts/run-mesh.sh
+
+build:
+	$(CARGO) build --bins
+
+## test: what CI runs
+test: tools proto-lint test-rust test-e2e
+
+test-rust:
+	$(CARGO) test --workspace --all-targets
+
+test-e2e: build
+	scripts/e2e-grpcurl.sh
+
+## lint: formatting, clippy (warnings are errors) and buf lint
+lint: fmt clippy proto-lint
+
+fmt:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+proto-lint: buf
+	cd proto && ../$(BUF) lint
+
+bench: tools
+	scripts/bench.sh
+
+## tools: everything the tests need that is not a Rust crate, installed locally (no global state)
+tools: buf venv
+
+buf: $(BUF)
+$(BUF):
+	scripts/install-tools.sh buf
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: scripts/requirements-test.txt scripts/install-tools.sh
+	scripts/install-tools.sh venv
+
+clean:
+	$(CARGO) clean
+	rm -rf $(TOOLS) $(VENV) bench-out

@@ -1,0 +1,151 @@
+//! Gateway configuration (see `umcp-config` for sources and precedence).
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+use umcp_config::{Validate, env_name};
+use umcp_telemetry::LogConfig;
+
+/// Everything the gateway reads at start-up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// gRPC listen address (`UMCP_LISTEN`, default `127.0.0.1:50051`).
+    pub listen: String,
+    /// Backend URLs per service (`UMCP_BACKENDS__GRAPH`, …). An empty URL means the service is
+    /// not offered by this gateway: its calls get `UNAVAILABLE` saying so.
+    pub backends: Backends,
+    /// Connect timeout to a backend in milliseconds (`UMCP_CONNECT_TIMEOUT_MS`, default 1000).
+    pub connect_timeout_ms: u64,
+    /// How often backend health is checked, in milliseconds (`UMCP_HEALTH_INTERVAL_MS`,
+    /// default 2000).
+    pub health_interval_ms: u64,
+    /// Logging (`UMCP_LOG__FORMAT`, `UMCP_LOG__FILTER`).
+    pub log: LogConfig,
+}
+
+/// Backend base URLs, `http://host:port`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Backends {
+    /// `umcp.auth.v1.AuthService` (default `http://127.0.0.1:50052`).
+    pub auth: String,
+    /// `umcp.graph.v1.GraphService` (default `http://127.0.0.1:50053`).
+    pub graph: String,
+    /// `umcp.execution.v1.ExecutionService` (default `http://127.0.0.1:50054`).
+    pub execution: String,
+    /// `umcp.audit.v1.AuditService` (default `http://127.0.0.1:50055`).
+    pub audit: String,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:50051".into(),
+            backends: Backends::default(),
+            connect_timeout_ms: 1000,
+            health_interval_ms: 2000,
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for Backends {
+    fn default() -> Self {
+        Self {
+            auth: "http://127.0.0.1:50052".into(),
+            graph: "http://127.0.0.1:50053".into(),
+            execution: "http://127.0.0.1:50054".into(),
+            audit: "http://127.0.0.1:50055".into(),
+        }
+    }
+}
+
+impl Backends {
+    /// `(short name, fully qualified gRPC service, url)` for every service.
+    #[must_use]
+    pub fn entries(&self) -> [(&'static str, &'static str, &str); 4] {
+        [
+            ("auth", "umcp.auth.v1.AuthService", &self.auth),
+            ("graph", "umcp.graph.v1.GraphService", &self.graph),
+            ("execution", "umcp.execution.v1.ExecutionService", &self.execution),
+            ("audit", "umcp.audit.v1.AuditService", &self.audit),
+        ]
+    }
+}
+
+impl Validate for GatewayConfig {
+    fn validate(&self) -> Vec<String> {
+        let mut problems = self.log.problems();
+        if self.listen.parse::<SocketAddr>().is_err() {
+            problems.push(format!(
+                "listen ({}) `{}` is not a socket address like 127.0.0.1:50051",
+                env_name("listen"),
+                self.listen
+            ));
+        }
+        for (name, _, url) in self.backends.entries() {
+            if url.is_empty() {
+                continue;
+            }
+            let ok = url
+                .parse::<http::Uri>()
+                .ok()
+                .is_some_and(|u| u.scheme_str() == Some("http") && u.authority().is_some());
+            if !ok {
+                problems.push(format!(
+                    "backends.{name} ({}) `{url}` must be an http://host:port URL, or empty to \
+                     disable the service",
+                    env_name(&format!("backends.{name}"))
+                ));
+            }
+        }
+        if !(50..=60_000).contains(&self.connect_timeout_ms) {
+            problems.push(format!(
+                "connect_timeout_ms ({}) must be 50..=60000, got {}",
+                env_name("connect_timeout_ms"),
+                self.connect_timeout_ms
+            ));
+        }
+        if !(100..=60_000).contains(&self.health_interval_ms) {
+            problems.push(format!(
+                "health_interval_ms ({}) must be 100..=60000, got {}",
+                env_name("health_interval_ms"),
+                self.health_interval_ms
+            ));
+        }
+        problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use umcp_config::{Sources, load};
+
+    #[test]
+    fn defaults_are_valid_and_env_overrides_backends() {
+        let cfg: GatewayConfig = load(&Sources::env([
+            ("UMCP_BACKENDS__GRAPH", "http://10.0.0.1:9000"),
+            ("UMCP_BACKENDS__AUDIT", ""),
+        ]))
+        .unwrap();
+        assert_eq!(cfg.backends.graph, "http://10.0.0.1:9000");
+        assert_eq!(cfg.backends.audit, "");
+        assert_eq!(cfg.listen, "127.0.0.1:50051");
+    }
+
+    #[test]
+    fn every_bad_value_is_reported_with_its_variable() {
+        let err = load::<GatewayConfig>(&Sources::env([
+            ("UMCP_LISTEN", "localhost"),
+            ("UMCP_BACKENDS__GRAPH", "graph:50053"),
+            ("UMCP_CONNECT_TIMEOUT_MS", "0"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        for needle in ["UMCP_LISTEN", "UMCP_BACKENDS__GRAPH", "UMCP_CONNECT_TIMEOUT_MS"] {
+            assert!(err.contains(needle), "{needle} missing in {err}");
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! The public gRPC entry point of the mesh.
+//!
+//! Today it routes every method of every umcp service to its backend without decoding
+//! messages, serves reflection for all of them and health for itself and each backend, and
+//! carries correlation ids and deadlines. Authentication, authorization and rate limits join
+//! this stack in their own layers.
+
+mod config;
+mod health;
+mod proxy;
+mod routes;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+use tonic::transport::server::TcpIncoming;
+use umcp_rpc::correlation::CorrelationLayer;
+use umcp_rpc::process::ProcessConfig;
+
+pub use config::{Backends, GatewayConfig};
+
+impl ProcessConfig for GatewayConfig {
+    fn log(&self) -> &umcp_telemetry::LogConfig {
+        &self.log
+    }
+
+    fn listen(&self) -> &str {
+        &self.listen
+    }
+}
+
+/// Why the gateway could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// A backend URL could not be turned into a channel.
+    #[error("invalid backend endpoint: {0}")]
+    Endpoint(tonic::transport::Error),
+    /// Serving failed.
+    #[error(transparent)]
+    Serve(#[from] umcp_rpc::ServeError),
+}
+
+/// Serves the gateway on `listener` until `shutdown` completes.
+///
+/// # Errors
+/// See [`GatewayError`].
+pub async fn run(
+    listener: TcpListener,
+    config: GatewayConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), GatewayError> {
+    let table = Arc::new(routes::RouteTable::new(&config).map_err(GatewayError::Endpoint)?);
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    let (reflection_v1, reflection_v1alpha) =
+        umcp_rpc::reflection_services().map_err(umcp_rpc::ServeError::from)?;
+    let local = Routes::new(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
+    let watcher = tokio::spawn(health::watch(
+        Arc::clone(&table),
+        reporter,
+        Duration::from_millis(config.health_interval_ms),
+    ));
+
+    let service = proxy::GatewayService::new(table, local);
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    tracing::info!("gateway serving");
+    let result = umcp_rpc::server_builder()
+        // Outermost: every request, even a rejected one, gets a correlation id and a span.
+        .layer(CorrelationLayer::new("gateway"))
+        .serve_with_incoming_shutdown(service, incoming, shutdown)
+        .await;
+    watcher.abort();
+    tracing::info!("gateway stopped");
+    result.map_err(|e| GatewayError::Serve(umcp_rpc::ServeError::Transport(e)))
+}

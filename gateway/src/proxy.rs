@@ -1,0 +1,147 @@
+//! The gateway's one tower service: local services or transparent forwarding.
+//!
+//! Messages are never decoded: the HTTP/2 request (headers, streamed body, trailers) goes to the
+//! backend's `Channel` as it came, so unary and streaming calls pass through unchanged. Only
+//! the `grpc-timeout` header is rewritten, to the budget that remains.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http::{Request, Response};
+use tonic::Status;
+use tonic::body::Body;
+use tonic::service::Routes;
+use tower::{Service, ServiceExt};
+use umcp_rpc::deadline;
+
+use crate::routes::{Backend, Route, RouteTable};
+
+/// Routes each request to the gateway's own services or a backend.
+#[derive(Debug, Clone)]
+pub(crate) struct GatewayService {
+    table: Arc<RouteTable>,
+    local: Routes,
+}
+
+impl GatewayService {
+    pub(crate) fn new(table: Arc<RouteTable>, local: Routes) -> Self {
+        Self { table, local }
+    }
+}
+
+type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+impl Service<Request<Body>> for GatewayService {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Readiness is checked per call on the chosen target (`oneshot`), not here: one slow
+        // backend must not stall requests for the others.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let received = Instant::now();
+        let table = Arc::clone(&self.table);
+        let local = self.local.clone();
+        Box::pin(async move {
+            let path = request.uri().path().to_owned();
+            let response = match table.route(&path) {
+                Route::Local => match local.oneshot(request).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                },
+                Route::Backend(backend) => forward(backend, request, received).await,
+                Route::UnknownMethod { service, method } => status(Status::unimplemented(
+                    format!("method `{method}` does not exist in service `{service}`"),
+                )),
+                Route::UnknownService(service) => status(Status::unimplemented(format!(
+                    "service `{service}` does not exist; served here: {}",
+                    table
+                        .backends()
+                        .iter()
+                        .map(|b| b.service)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))),
+                Route::Malformed => status(Status::unimplemented(format!(
+                    "`{path}` is not a gRPC method path (expected /package.Service/Method)"
+                ))),
+            };
+            Ok(response)
+        })
+    }
+}
+
+/// Forwards one call, honouring and forwarding its deadline.
+async fn forward(backend: &Backend, mut request: Request<Body>, received: Instant) -> Response<Body> {
+    let Some(channel) = backend.channel.clone() else {
+        return status(Status::unavailable(format!(
+            "service `{}` is not enabled on this gateway (backends.{} is empty)",
+            backend.service, backend.name
+        )));
+    };
+    let deadline = match deadline::from_headers(request.headers(), received) {
+        Ok(deadline) => deadline,
+        Err(raw) => {
+            return status(Status::invalid_argument(format!(
+                "grpc-timeout `{raw}` is malformed: expected 1-8 digits and a unit (H, M, S, m, u, n)"
+            )));
+        }
+    };
+    if let Some(deadline) = deadline {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return status(deadline_exceeded(backend));
+        }
+        request
+            .headers_mut()
+            .insert(deadline::HEADER, deadline::encode(remaining));
+    }
+    let call = channel.oneshot(request);
+    let result = match deadline {
+        Some(deadline) => match tokio::time::timeout_at(deadline.into(), call).await {
+            Ok(result) => result,
+            Err(_elapsed) => return status(deadline_exceeded(backend)),
+        },
+        None => call.await,
+    };
+    match result {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::warn!(backend = backend.name, error = %error_chain(&error), "backend call failed");
+            status(Status::unavailable(format!(
+                "service `{}` is unavailable: the `{}` backend cannot be reached; retry later",
+                backend.service, backend.name
+            )))
+        }
+    }
+}
+
+fn deadline_exceeded(backend: &Backend) -> Status {
+    Status::deadline_exceeded(format!(
+        "deadline exceeded before `{}` answered",
+        backend.service
+    ))
+}
+
+fn status(status: Status) -> Response<Body> {
+    status.into_http()
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

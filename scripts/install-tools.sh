@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs the non-Rust tools the tests use, inside the repository (.tools/, .venv/), so a fresh
+# machine with only the Rust toolchain, Node/npm and Python can run `make test`.
+# Usage: install-tools.sh buf|venv
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need() { command -v "$1" >/dev/null 2>&1; }
+
+apt_install() {
+  # Only as root and only when missing: CI machines and developer boxes differ.
+  if [ "$(id -u)" = 0 ] && need apt-get; then
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+  else
+    echo "install-tools: please install: $*" >&2
+    return 1
+  fi
+}
+
+case "${1:-}" in
+  buf)
+    need npm || apt_install npm
+    mkdir -p .tools
+    npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@1.75.0 >/dev/null
+    ;;
+  venv)
+    need python3 || apt_install python3 python3-venv
+    if [ ! -x .venv/bin/python ]; then
+      python3 -m venv .venv || { apt_install python3-venv && python3 -m venv .venv; }
+    fi
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
+    touch .venv/.installed
+    ;;
+  *)
+    echo "usage: $0 buf|venv" >&2
+    exit 2
+    ;;
+esac

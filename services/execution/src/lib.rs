@@ -1,0 +1,1 @@
+//! Sandboxed code execution, lint, tests and template rendering.
