@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 use umcp_config::{Validate, env_name};
+use umcp_authz::AuthClientConfig;
 use umcp_telemetry::LogConfig;
 
 /// Everything the gateway reads at start-up.
@@ -20,6 +21,12 @@ pub struct GatewayConfig {
     /// How often backend health is checked, in milliseconds (`UMCP_HEALTH_INTERVAL_MS`,
     /// default 2000).
     pub health_interval_ms: u64,
+    /// Token verification (`UMCP_AUTH__URL`, `UMCP_AUTH__API_KEY`, …).
+    pub auth: AuthClientConfig,
+    /// Enforce authentication and the permission table here (`UMCP_REQUIRE_AUTH`, default
+    /// true). Services enforce it again on their own ports either way; `false` exists to
+    /// measure the gateway's own cost and is logged as a warning.
+    pub require_auth: bool,
     /// Logging (`UMCP_LOG__FORMAT`, `UMCP_LOG__FILTER`).
     pub log: LogConfig,
 }
@@ -45,6 +52,8 @@ impl Default for GatewayConfig {
             backends: Backends::default(),
             connect_timeout_ms: 1000,
             health_interval_ms: 2000,
+            auth: AuthClientConfig::default(),
+            require_auth: true,
             log: LogConfig::default(),
         }
     }
@@ -77,6 +86,7 @@ impl Backends {
 impl Validate for GatewayConfig {
     fn validate(&self) -> Vec<String> {
         let mut problems = self.log.problems();
+        problems.extend(self.auth.problems());
         if self.listen.parse::<SocketAddr>().is_err() {
             problems.push(format!(
                 "listen ({}) `{}` is not a socket address like 127.0.0.1:50051",

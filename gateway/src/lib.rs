@@ -1,9 +1,8 @@
 //! The public gRPC entry point of the mesh.
 //!
-//! Today it routes every method of every umcp service to its backend without decoding
-//! messages, serves reflection for all of them and health for itself and each backend, and
-//! carries correlation ids and deadlines. Authentication, authorization and rate limits join
-//! this stack in their own layers.
+//! It authenticates every call and enforces the permission table, routes every method of
+//! every umcp service to its backend without decoding messages, serves reflection for all of
+//! them and health for itself and each backend, and carries correlation ids and deadlines.
 
 mod config;
 mod health;
@@ -17,6 +16,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
+use umcp_authz::{AuthClient, AuthLayer, Verifier};
 use umcp_rpc::correlation::CorrelationLayer;
 use umcp_rpc::process::ProcessConfig;
 
@@ -38,12 +38,16 @@ pub enum GatewayError {
     /// A backend URL could not be turned into a channel.
     #[error("invalid backend endpoint: {0}")]
     Endpoint(tonic::transport::Error),
+    /// The token verifier could not start.
+    #[error(transparent)]
+    Auth(#[from] umcp_authz::runtime::AuthClientError),
     /// Serving failed.
     #[error(transparent)]
     Serve(#[from] umcp_rpc::ServeError),
 }
 
-/// Serves the gateway on `listener` until `shutdown` completes.
+/// Serves the gateway on `listener` until `shutdown` completes, verifying tokens against the
+/// auth service of `config.auth`.
 ///
 /// # Errors
 /// See [`GatewayError`].
@@ -52,6 +56,25 @@ pub async fn run(
     config: GatewayConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), GatewayError> {
+    let auth = AuthClient::start(&config.auth)?;
+    let verifier = config.require_auth.then(|| Arc::clone(&auth.verifier));
+    serve(listener, config, verifier, shutdown).await
+}
+
+/// [`run`] with the verifier given (tests bring their own issuer); `None` turns the gateway's
+/// own enforcement off (services still enforce).
+///
+/// # Errors
+/// See [`GatewayError`].
+pub async fn serve(
+    listener: TcpListener,
+    config: GatewayConfig,
+    verifier: Option<Arc<Verifier>>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), GatewayError> {
+    if verifier.is_none() {
+        tracing::warn!("gateway authentication is OFF (require_auth=false); services still enforce it");
+    }
     let table = Arc::new(routes::RouteTable::new(&config).map_err(GatewayError::Endpoint)?);
     let (reporter, health_service) = tonic_health::server::health_reporter();
     reporter
@@ -74,6 +97,8 @@ pub async fn run(
     let result = umcp_rpc::server_builder()
         // Outermost: every request, even a rejected one, gets a correlation id and a span.
         .layer(CorrelationLayer::new("gateway"))
+        // Then the permission table, before any routing work or backend connection is spent.
+        .layer(tower::util::option_layer(verifier.map(AuthLayer::new)))
         .serve_with_incoming_shutdown(service, incoming, shutdown)
         .await;
     watcher.abort();

@@ -48,35 +48,49 @@ impl Service<Request<Body>> for GatewayService {
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let received = Instant::now();
+        // Decide before moving the request: only owned data leaves the borrow of its path.
+        let decision = match self.table.route(request.uri().path()) {
+            Route::Local => Decision::Local(self.local.clone()),
+            Route::Backend(backend) => Decision::Backend(self.table.index_of(backend)),
+            Route::UnknownMethod { service, method } => Decision::Reject(Status::unimplemented(
+                format!("method `{method}` does not exist in service `{service}`"),
+            )),
+            Route::UnknownService(service) => Decision::Reject(Status::unimplemented(format!(
+                "service `{service}` does not exist; served here: {}",
+                self.table
+                    .backends()
+                    .iter()
+                    .map(|b| b.service)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+            Route::Malformed => Decision::Reject(Status::unimplemented(format!(
+                "`{}` is not a gRPC method path (expected /package.Service/Method)",
+                request.uri().path()
+            ))),
+        };
         let table = Arc::clone(&self.table);
-        let local = self.local.clone();
         Box::pin(async move {
-            let path = request.uri().path().to_owned();
-            let response = match table.route(&path) {
-                Route::Local => match local.oneshot(request).await {
+            let response = match decision {
+                Decision::Local(local) => match local.oneshot(request).await {
                     Ok(response) => response,
                     Err(never) => match never {},
                 },
-                Route::Backend(backend) => forward(backend, request, received).await,
-                Route::UnknownMethod { service, method } => status(Status::unimplemented(
-                    format!("method `{method}` does not exist in service `{service}`"),
-                )),
-                Route::UnknownService(service) => status(Status::unimplemented(format!(
-                    "service `{service}` does not exist; served here: {}",
-                    table
-                        .backends()
-                        .iter()
-                        .map(|b| b.service)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))),
-                Route::Malformed => status(Status::unimplemented(format!(
-                    "`{path}` is not a gRPC method path (expected /package.Service/Method)"
-                ))),
+                Decision::Backend(index) => {
+                    forward(&table.backends()[index], request, received).await
+                }
+                Decision::Reject(rejection) => status(rejection),
             };
             Ok(response)
         })
     }
+}
+
+/// What to do with a request, decided synchronously in `call`.
+enum Decision {
+    Local(Routes),
+    Backend(usize),
+    Reject(Status),
 }
 
 /// Forwards one call, honouring and forwarding its deadline.

@@ -93,6 +93,11 @@ impl RouteTable {
         &self.backends
     }
 
+    /// Position of `backend` (which must come from this table) in [`Self::backends`].
+    pub(crate) fn index_of(&self, backend: &Backend) -> usize {
+        self.services.get(backend.service).copied().unwrap_or_default()
+    }
+
     /// Routes one request path.
     pub(crate) fn route<'a>(&'a self, path: &'a str) -> Route<'a> {
         if LOCAL_PREFIXES.iter().any(|p| path.starts_with(p)) {

@@ -122,6 +122,7 @@ where
             component = self.component,
             method = %request.uri().path(),
             correlation_id = %id,
+            user_id = tracing::field::Empty,
         );
         request.extensions_mut().insert(id);
         // The clone that was driven to readiness is the one we call; a fresh clone takes its

@@ -9,4 +9,6 @@ pub mod process;
 mod serve;
 pub mod status;
 
-pub use serve::{MAX_MESSAGE_BYTES, ServeError, reflection_services, serve, server_builder};
+pub use serve::{
+    MAX_MESSAGE_BYTES, ServeError, reflection_services, serve, serve_with_auth, server_builder,
+};

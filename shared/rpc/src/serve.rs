@@ -8,6 +8,8 @@ use tonic::service::Routes;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
+use umcp_authz::AuthLayer;
+
 use crate::correlation::CorrelationLayer;
 
 /// Largest request or response message any umcp service decodes or encodes (4 MiB). Services
@@ -66,8 +68,9 @@ pub fn reflection_services() -> Result<
 }
 
 /// Serves `routes` (the service's own gRPC services and its health service) plus reflection on
-/// `listener` until `shutdown` completes, with the correlation layer around everything.
-/// `component` names the process in log spans.
+/// `listener` until `shutdown` completes. `component` names the process in log spans.
+///
+/// Without an [`AuthLayer`]: only for test doubles. Services use [`serve_with_auth`].
 ///
 /// # Errors
 /// See [`ServeError`].
@@ -77,12 +80,40 @@ pub async fn serve(
     routes: Routes,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    serve_inner(component, listener, routes, None, shutdown).await
+}
+
+/// [`serve`] with the permission table enforced on the service's own port (not only at the
+/// gateway: a client that bypasses the gateway gets the same answer).
+///
+/// # Errors
+/// See [`ServeError`].
+pub async fn serve_with_auth(
+    component: &'static str,
+    listener: TcpListener,
+    routes: Routes,
+    auth: AuthLayer,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    serve_inner(component, listener, routes, Some(auth), shutdown).await
+}
+
+async fn serve_inner(
+    component: &'static str,
+    listener: TcpListener,
+    routes: Routes,
+    auth: Option<AuthLayer>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
     let (v1, v1alpha) = reflection_services()?;
     let routes = routes.add_service(v1).add_service(v1alpha);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    tracing::info!(component, "serving");
+    tracing::info!(component, auth = auth.is_some(), "serving");
     server_builder()
+        // Outermost, so even a rejected call has a correlation id on its logs and response.
         .layer(CorrelationLayer::new(component))
+        // Then the permission table: nothing below runs for a caller who may not call it.
+        .layer(tower::util::option_layer(auth))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;

@@ -171,3 +171,25 @@ mod tests {
         assert_eq!(server.stop().await, Ok(()));
     }
 }
+
+pub mod issuer;
+
+/// Adds a fixed `authorization` value to every call of a generated client.
+#[derive(Debug, Clone)]
+pub struct Bearer(pub tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        request.metadata_mut().insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+/// `channel` with `bearer` on every call: `GraphServiceClient::new(authed(channel, bearer))`.
+#[must_use]
+pub fn authed(
+    channel: Channel,
+    bearer: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+) -> tonic::service::interceptor::InterceptedService<Channel, Bearer> {
+    tonic::service::interceptor::InterceptedService::new(channel, Bearer(bearer))
+}

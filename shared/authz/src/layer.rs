@@ -1,0 +1,230 @@
+//! The tower layer that enforces the permission table on every request, in the gateway and
+//! again in every service (a client that bypasses the gateway gets the same answer).
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, LazyLock};
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use prost::Message;
+use tonic::Status;
+use tonic::metadata::MetadataValue;
+use tower::{Layer, Service};
+
+use crate::permissions::{METHODS, Requirement};
+use crate::principal::Principal;
+use crate::verifier::{AuthError, Verifier};
+
+/// `/package.Service/Method` → requirement, built once from [`METHODS`].
+static TABLE: LazyLock<HashMap<String, Requirement>> = LazyLock::new(|| {
+    METHODS
+        .iter()
+        .map(|(service, method, requirement)| (format!("/{service}/{method}"), *requirement))
+        .collect()
+});
+
+/// Every method path of the umcp protos, to tell "exists but has no row" (deny) from "does not
+/// exist" (let the router answer UNIMPLEMENTED with the name).
+static KNOWN: LazyLock<HashSet<String>> = LazyLock::new(|| {
+    let set = prost_types::FileDescriptorSet::decode(umcp_proto::FILE_DESCRIPTOR_SET)
+        .unwrap_or_default();
+    set.file
+        .iter()
+        .flat_map(|f| {
+            let package = f.package().to_owned();
+            f.service.iter().flat_map(move |s| {
+                let service = format!("{package}.{}", s.name());
+                s.method
+                    .iter()
+                    .map(move |m| format!("/{service}/{}", m.name()))
+            })
+        })
+        .collect()
+});
+
+const PUBLIC_PREFIXES: &[&str] = &[
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1.ServerReflection/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+];
+
+/// What the layer decided before calling the inner service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// No token needed.
+    Public,
+    /// Not a umcp method: the inner service answers (UNIMPLEMENTED).
+    Unknown,
+    /// A token is needed, and maybe a permission.
+    Protected(Requirement),
+    /// A real method without a row: refused (default deny).
+    Unlisted,
+}
+
+/// Classifies a request path.
+#[must_use]
+pub fn gate(path: &str) -> Gate {
+    if PUBLIC_PREFIXES.iter().any(|p| path.starts_with(p)) {
+        return Gate::Public;
+    }
+    match TABLE.get(path) {
+        Some(Requirement::Public) => Gate::Public,
+        Some(requirement) => Gate::Protected(*requirement),
+        None if KNOWN.contains(path) => Gate::Unlisted,
+        None => Gate::Unknown,
+    }
+}
+
+/// Layer adding [`AuthService`].
+#[derive(Debug, Clone)]
+pub struct AuthLayer {
+    verifier: Arc<Verifier>,
+}
+
+impl AuthLayer {
+    /// Enforces the table with `verifier`.
+    #[must_use]
+    pub fn new(verifier: Arc<Verifier>) -> Self {
+        Self { verifier }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService {
+            inner,
+            verifier: Arc::clone(&self.verifier),
+        }
+    }
+}
+
+/// See the module docs.
+#[derive(Debug, Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    verifier: Arc<Verifier>,
+}
+
+type BoxFuture<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
+
+impl<S, B, R> Service<Request<B>> for AuthService<S>
+where
+    S: Service<Request<B>, Response = Response<R>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+    R: Default + Send + 'static,
+{
+    type Response = Response<R>;
+    type Error = S::Error;
+    type Future = BoxFuture<Response<R>, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let requirement = match gate(request.uri().path()) {
+            Gate::Public | Gate::Unknown => return Box::pin(inner.call(request)),
+            Gate::Unlisted => {
+                let status = Status::permission_denied(format!(
+                    "{} is not in the permission table and is refused",
+                    request.uri().path()
+                ));
+                return Box::pin(async move { Ok(status.into_http()) });
+            }
+            Gate::Protected(requirement) => requirement,
+        };
+        let verifier = Arc::clone(&self.verifier);
+        Box::pin(async move {
+            let header = request
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .map(|v| v.to_str().unwrap_or("\u{fffd}"));
+            let principal = match verifier.verify_header(header).await {
+                Ok(principal) => principal,
+                Err(error) => return Ok(reject(&error).into_http()),
+            };
+            if let Requirement::Permission(permission) = requirement
+                && !principal.has(permission)
+            {
+                let status = Status::permission_denied(format!(
+                    "permission `{permission}` is required for {}; the caller's roles ({}) do not grant it",
+                    request.uri().path(),
+                    principal.role_names()
+                ));
+                return Ok(status.into_http());
+            }
+            tracing::Span::current().record("user_id", principal.user_id.as_str());
+            request.extensions_mut().insert(principal);
+            inner.call(request).await
+        })
+    }
+}
+
+/// The status for a rejected token, with an RFC 6750 `www-authenticate` challenge.
+#[must_use]
+pub fn reject(error: &AuthError) -> Status {
+    if matches!(error, AuthError::KeysUnavailable) {
+        return Status::unavailable(error.to_string());
+    }
+    let mut status = Status::unauthenticated(error.to_string());
+    let challenge = match error {
+        AuthError::Missing => "Bearer realm=\"umcp\"".to_owned(),
+        other => format!(
+            "Bearer realm=\"umcp\", error=\"invalid_token\", error_description=\"{}\"",
+            other.to_string().replace('"', "'")
+        ),
+    };
+    if let Ok(value) = MetadataValue::try_from(challenge.as_str()) {
+        status.metadata_mut().insert("www-authenticate", value);
+    }
+    status
+}
+
+/// The caller of a request that passed the layer.
+///
+/// # Errors
+/// `UNAUTHENTICATED` when the request did not pass through [`AuthLayer`] as a protected method.
+pub fn principal<T>(request: &tonic::Request<T>) -> Result<Arc<Principal>, Status> {
+    request
+        .extensions()
+        .get::<Arc<Principal>>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("this call needs an authenticated caller"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::permissions::Permission;
+
+    #[test]
+    fn paths_are_classified() {
+        assert_eq!(gate("/grpc.health.v1.Health/Check"), Gate::Public);
+        assert_eq!(gate("/umcp.auth.v1.AuthService/Login"), Gate::Public);
+        assert_eq!(gate("/umcp.auth.v1.AuthService/WhoAmI"), Gate::Protected(Requirement::Authenticated));
+        assert_eq!(
+            gate("/umcp.graph.v1.GraphService/Delete"),
+            Gate::Protected(Requirement::Permission(Permission::GraphDelete))
+        );
+        assert_eq!(gate("/umcp.graph.v1.GraphService/Nope"), Gate::Unknown);
+        assert_eq!(gate("/acme.Billing/Charge"), Gate::Unknown);
+    }
+
+    #[test]
+    fn rejections_carry_a_challenge() {
+        let status = reject(&AuthError::Missing);
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        assert_eq!(status.metadata().get("www-authenticate").unwrap(), "Bearer realm=\"umcp\"");
+        let status = reject(&AuthError::Expired);
+        let challenge = status.metadata().get("www-authenticate").unwrap().to_str().unwrap();
+        assert!(challenge.contains("invalid_token"), "{challenge}");
+        assert_eq!(reject(&AuthError::KeysUnavailable).code(), tonic::Code::Unavailable);
+    }
+}

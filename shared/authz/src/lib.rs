@@ -1,0 +1,20 @@
+//! Who may do what: access-token claims ([`claims`]), the compact JWS format ([`jws`]), roles
+//! and the one RPC permission table ([`permissions`]), the verifier with its JWKS cache and
+//! revocation set ([`verifier`], [`keys`], [`revocations`]), and the tower layer that enforces
+//! it all on every request ([`layer`]).
+
+pub mod claims;
+pub mod jws;
+pub mod keys;
+pub mod layer;
+pub mod permissions;
+pub mod principal;
+pub mod remote;
+pub mod revocations;
+pub mod runtime;
+pub mod verifier;
+
+pub use layer::{AuthLayer, principal};
+pub use principal::Principal;
+pub use runtime::{AuthClient, AuthClientConfig};
+pub use verifier::{AuthError, Verifier, VerifierConfig};
