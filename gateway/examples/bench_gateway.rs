@@ -40,7 +40,9 @@ fn spawn(name: &str, env: &[(&str, String)]) -> Proc {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    Proc(cmd.spawn().unwrap_or_else(|e| panic!("start {name} (build with `cargo build --release --bins`): {e}")))
+    Proc(cmd.spawn().unwrap_or_else(|e| {
+        panic!("start {name} (build with `cargo build --release --bins`): {e}")
+    }))
 }
 
 struct Round {
@@ -60,7 +62,9 @@ impl Round {
 }
 
 async fn connect(url: &str) -> Channel {
-    let endpoint = Endpoint::from_shared(url.to_owned()).expect("url").tcp_nodelay(true);
+    let endpoint = Endpoint::from_shared(url.to_owned())
+        .expect("url")
+        .tcp_nodelay(true);
     for _ in 0..100 {
         if let Ok(channel) = endpoint.connect().await {
             let mut client = GraphServiceClient::new(channel.clone());
@@ -86,7 +90,8 @@ async fn round(url: &str, seconds: u64, connections: usize, per_connection: usiz
             let mut client = GraphServiceClient::new(channel.clone());
             let stop = Arc::clone(&stop);
             tasks.push(tokio::spawn(async move {
-                let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+                let mut latency =
+                    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
                 let (mut ok, mut errors) = (0u64, 0u64);
                 while !stop.load(Ordering::Relaxed) {
                     let t = Instant::now();
@@ -122,12 +127,18 @@ async fn round(url: &str, seconds: u64, connections: usize, per_connection: usiz
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind")
+        .port()
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() {
-    let args: Vec<u64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let seconds = args.first().copied().unwrap_or(5);
     let connections = usize::try_from(args.get(1).copied().unwrap_or(4)).unwrap_or(4);
     let per_connection = usize::try_from(args.get(2).copied().unwrap_or(16)).unwrap_or(16);
@@ -138,7 +149,10 @@ async fn main() {
         "umcp-graph",
         &[
             ("UMCP_LISTEN", format!("127.0.0.1:{graph_port}")),
-            ("UMCP_DATA_DIR", data.path().join("graph").display().to_string()),
+            (
+                "UMCP_DATA_DIR",
+                data.path().join("graph").display().to_string(),
+            ),
             ("UMCP_LOG__FILTER", "error".into()),
         ],
     );
@@ -146,7 +160,10 @@ async fn main() {
         "umcp-gateway",
         &[
             ("UMCP_LISTEN", format!("127.0.0.1:{gateway_port}")),
-            ("UMCP_BACKENDS__GRAPH", format!("http://127.0.0.1:{graph_port}")),
+            (
+                "UMCP_BACKENDS__GRAPH",
+                format!("http://127.0.0.1:{graph_port}"),
+            ),
             ("UMCP_BACKENDS__AUTH", String::new()),
             ("UMCP_BACKENDS__EXECUTION", String::new()),
             ("UMCP_BACKENDS__AUDIT", String::new()),
@@ -162,7 +179,10 @@ async fn main() {
     println!(
         "GetMetrics, {connections} connections x {per_connection} in flight, {seconds} s per round, client on 1 thread"
     );
-    println!("{:<10} {:>5} {:>10} {:>9} {:>9} {:>7}", "path", "round", "req/s", "p50 ms", "p99 ms", "errors");
+    println!(
+        "{:<10} {:>5} {:>10} {:>9} {:>9} {:>7}",
+        "path", "round", "req/s", "p50 ms", "p99 ms", "errors"
+    );
     let mut results: Vec<(bool, Round)> = Vec::new();
     for r in 1..=2 {
         for (is_gateway, url) in [(false, &direct), (true, &via)] {
@@ -180,7 +200,11 @@ async fn main() {
         }
     }
     let mean = |gw: bool, f: &dyn Fn(&Round) -> f64| {
-        let v: Vec<f64> = results.iter().filter(|(g, _)| *g == gw).map(|(_, r)| f(r)).collect();
+        let v: Vec<f64> = results
+            .iter()
+            .filter(|(g, _)| *g == gw)
+            .map(|(_, r)| f(r))
+            .collect();
         v.iter().sum::<f64>() / v.len() as f64
     };
     let (d_rps, g_rps) = (mean(false, &Round::rps), mean(true, &Round::rps));

@@ -3,8 +3,8 @@
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
-use umcp_config::{Validate, env_name};
 use umcp_authz::AuthClientConfig;
+use umcp_config::{Validate, env_name};
 use umcp_telemetry::LogConfig;
 
 /// Everything the gateway reads at start-up.
@@ -77,7 +77,11 @@ impl Backends {
         [
             ("auth", "umcp.auth.v1.AuthService", &self.auth),
             ("graph", "umcp.graph.v1.GraphService", &self.graph),
-            ("execution", "umcp.execution.v1.ExecutionService", &self.execution),
+            (
+                "execution",
+                "umcp.execution.v1.ExecutionService",
+                &self.execution,
+            ),
             ("audit", "umcp.audit.v1.AuditService", &self.audit),
         ]
     }
@@ -154,7 +158,11 @@ mod tests {
         ]))
         .unwrap_err()
         .to_string();
-        for needle in ["UMCP_LISTEN", "UMCP_BACKENDS__GRAPH", "UMCP_CONNECT_TIMEOUT_MS"] {
+        for needle in [
+            "UMCP_LISTEN",
+            "UMCP_BACKENDS__GRAPH",
+            "UMCP_CONNECT_TIMEOUT_MS",
+        ] {
             assert!(err.contains(needle), "{needle} missing in {err}");
         }
     }

@@ -73,7 +73,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), GatewayError> {
     if verifier.is_none() {
-        tracing::warn!("gateway authentication is OFF (require_auth=false); services still enforce it");
+        tracing::warn!(
+            "gateway authentication is OFF (require_auth=false); services still enforce it"
+        );
     }
     let table = Arc::new(routes::RouteTable::new(&config).map_err(GatewayError::Endpoint)?);
     let (reporter, health_service) = tonic_health::server::health_reporter();

@@ -94,7 +94,11 @@ enum Decision {
 }
 
 /// Forwards one call, honouring and forwarding its deadline.
-async fn forward(backend: &Backend, mut request: Request<Body>, received: Instant) -> Response<Body> {
+async fn forward(
+    backend: &Backend,
+    mut request: Request<Body>,
+    received: Instant,
+) -> Response<Body> {
     let Some(channel) = backend.channel.clone() else {
         return status(Status::unavailable(format!(
             "service `{}` is not enabled on this gateway (backends.{} is empty)",

@@ -95,7 +95,10 @@ impl RouteTable {
 
     /// Position of `backend` (which must come from this table) in [`Self::backends`].
     pub(crate) fn index_of(&self, backend: &Backend) -> usize {
-        self.services.get(backend.service).copied().unwrap_or_default()
+        self.services
+            .get(backend.service)
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Routes one request path.
@@ -120,8 +123,8 @@ impl RouteTable {
 
 fn known_methods() -> HashSet<String> {
     // The descriptor set is generated at build time and checked by umcp-proto's tests.
-    let set = prost_types::FileDescriptorSet::decode(umcp_proto::FILE_DESCRIPTOR_SET)
-        .unwrap_or_default();
+    let set =
+        prost_types::FileDescriptorSet::decode(umcp_proto::FILE_DESCRIPTOR_SET).unwrap_or_default();
     set.file
         .iter()
         .flat_map(|file| {
@@ -166,7 +169,10 @@ mod tests {
     #[tokio::test]
     async fn unknown_and_local_paths() {
         let table = table();
-        assert!(matches!(table.route("/grpc.health.v1.Health/Check"), Route::Local));
+        assert!(matches!(
+            table.route("/grpc.health.v1.Health/Check"),
+            Route::Local
+        ));
         assert!(matches!(
             table.route("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"),
             Route::Local
@@ -175,7 +181,10 @@ mod tests {
             table.route("/umcp.graph.v1.GraphService/Nope"),
             Route::UnknownMethod { method: "Nope", .. }
         ));
-        assert!(matches!(table.route("/x.Y/Z"), Route::UnknownService("x.Y")));
+        assert!(matches!(
+            table.route("/x.Y/Z"),
+            Route::UnknownService("x.Y")
+        ));
         for bad in ["/", "//", "/a", "/a/", "/a/b/c", "nope"] {
             assert!(matches!(table.route(bad), Route::Malformed), "{bad}");
         }

@@ -12,13 +12,15 @@ use tonic::codegen::http::uri::PathAndQuery;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
+use umcp_authz::permissions::Role;
 use umcp_gateway::GatewayConfig;
 use umcp_proto::common::v1::{Value, value::Kind};
 use umcp_proto::execution::v1::execution_service_client::ExecutionServiceClient;
 use umcp_proto::execution::v1::{ExecuteRequest, ExecuteStreamRequest, execute_stream_response};
 use umcp_proto::graph::v1::graph_service_client::GraphServiceClient;
-use umcp_proto::graph::v1::{GetMetricsRequest, GetMetricsResponse, NodeInput, QueryRequest, UpsertRequest};
-use umcp_authz::permissions::Role;
+use umcp_proto::graph::v1::{
+    GetMetricsRequest, GetMetricsResponse, NodeInput, QueryRequest, UpsertRequest,
+};
 use umcp_testkit::issuer::TestIssuer;
 use umcp_testkit::{Spawned, authed, eventually, free_port};
 
@@ -26,10 +28,10 @@ use recording::Recorder;
 
 async fn graph_service(dir: &std::path::Path, issuer: &TestIssuer) -> Spawned {
     let mut config = umcp_graph::GraphConfig::default();
-    config.data_dir = dir.to_string_lossy().into_owned();
+    config.data_dir = dir.to_path_buf();
     let verifier = issuer.verifier();
     Spawned::start(|listener, shutdown| {
-        umcp_graph::serve(listener, config, verifier, shutdown.wait())
+        umcp_graph::run_with(listener, config, verifier, shutdown.wait())
     })
     .await
 }
@@ -52,7 +54,13 @@ fn node(key: &str, label: &str, n: i64) -> NodeInput {
     NodeInput {
         key: key.into(),
         labels: vec![label.into()],
-        properties: [("n".to_owned(), Value { kind: Some(Kind::IntValue(n)) })].into(),
+        properties: [(
+            "n".to_owned(),
+            Value {
+                kind: Some(Kind::IntValue(n)),
+            },
+        )]
+        .into(),
     }
 }
 
@@ -67,7 +75,10 @@ async fn graph_calls_pass_through_unchanged() {
     let mut direct = GraphServiceClient::new(authed(graph.channel(), admin));
 
     let upserted = via_gateway
-        .upsert(UpsertRequest { nodes: vec![node("a", "Doc", 1), node("b", "Doc", 2)], relationships: vec![] })
+        .upsert(UpsertRequest {
+            nodes: vec![node("a", "Doc", 1), node("b", "Doc", 2)],
+            relationships: vec![],
+        })
         .await
         .unwrap()
         .into_inner();
@@ -76,7 +87,13 @@ async fn graph_calls_pass_through_unchanged() {
     let rows = via_gateway
         .query(QueryRequest {
             cypher: "MATCH (n:Doc) WHERE n.n >= $min RETURN n.n AS n ORDER BY n".into(),
-            parameters: [("min".to_owned(), Value { kind: Some(Kind::IntValue(2)) })].into(),
+            parameters: [(
+                "min".to_owned(),
+                Value {
+                    kind: Some(Kind::IntValue(2)),
+                },
+            )]
+            .into(),
             row_limit: 0,
         })
         .await
@@ -86,13 +103,24 @@ async fn graph_calls_pass_through_unchanged() {
     assert_eq!(rows.rows.len(), 1);
     assert_eq!(rows.rows[0].values[0].kind, Some(Kind::IntValue(2)));
 
-    let a = via_gateway.get_metrics(GetMetricsRequest {}).await.unwrap().into_inner();
-    let b = direct.get_metrics(GetMetricsRequest {}).await.unwrap().into_inner();
+    let a = via_gateway
+        .get_metrics(GetMetricsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let b = direct
+        .get_metrics(GetMetricsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(a, b);
     assert_eq!(a.node_count, 2);
 
     // Errors (code, message and binary details) pass through untouched.
-    let bad = UpsertRequest { nodes: vec![node("bad-key", "Doc", 1)], relationships: vec![] };
+    let bad = UpsertRequest {
+        nodes: vec![node("bad-key", "Doc", 1)],
+        relationships: vec![],
+    };
     let through = via_gateway.upsert(bad.clone()).await.unwrap_err();
     let straight = direct.upsert(bad).await.unwrap_err();
     assert_eq!(through.code(), Code::InvalidArgument);
@@ -104,9 +132,13 @@ async fn raw_call(channel: tonic::transport::Channel, path: &'static str) -> ton
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
     let codec = tonic_prost::ProstCodec::<GetMetricsRequest, GetMetricsResponse>::default();
-    grpc.unary(tonic::Request::new(GetMetricsRequest {}), PathAndQuery::from_static(path), codec)
-        .await
-        .unwrap_err()
+    grpc.unary(
+        tonic::Request::new(GetMetricsRequest {}),
+        PathAndQuery::from_static(path),
+        codec,
+    )
+    .await
+    .unwrap_err()
 }
 
 #[tokio::test]
@@ -114,12 +146,20 @@ async fn unknown_services_and_methods_are_unimplemented_by_name() {
     let gw = gateway("", "", &TestIssuer::new()).await;
     let status = raw_call(gw.channel(), "/umcp.graph.v1.GraphService/DropEverything").await;
     assert_eq!(status.code(), Code::Unimplemented);
-    assert!(status.message().contains("DropEverything"), "{}", status.message());
+    assert!(
+        status.message().contains("DropEverything"),
+        "{}",
+        status.message()
+    );
     assert!(status.message().contains("umcp.graph.v1.GraphService"));
 
     let status = raw_call(gw.channel(), "/acme.v1.Billing/Charge").await;
     assert_eq!(status.code(), Code::Unimplemented);
-    assert!(status.message().contains("acme.v1.Billing"), "{}", status.message());
+    assert!(
+        status.message().contains("acme.v1.Billing"),
+        "{}",
+        status.message()
+    );
 }
 
 #[tokio::test]
@@ -133,15 +173,27 @@ async fn a_down_or_disabled_backend_is_unavailable_naming_the_service() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable);
-    assert!(status.message().contains("umcp.graph.v1.GraphService"), "{}", status.message());
-    assert!(!status.message().contains("127.0.0.1"), "backend address leaked: {}", status.message());
+    assert!(
+        status.message().contains("umcp.graph.v1.GraphService"),
+        "{}",
+        status.message()
+    );
+    assert!(
+        !status.message().contains("127.0.0.1"),
+        "backend address leaked: {}",
+        status.message()
+    );
 
     let status = ExecutionServiceClient::new(channel)
         .execute(ExecuteRequest::default())
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable);
-    assert!(status.message().contains("not enabled"), "{}", status.message());
+    assert!(
+        status.message().contains("not enabled"),
+        "{}",
+        status.message()
+    );
 }
 
 #[tokio::test]
@@ -153,21 +205,40 @@ async fn correlation_ids_are_kept_created_forwarded_and_returned() {
     let mut client = ExecutionServiceClient::new(authed(gw.channel(), developer));
 
     let mut request = tonic::Request::new(ExecuteRequest::default());
-    request.metadata_mut().insert("x-correlation-id", "agent-42.step:7".parse().unwrap());
+    request
+        .metadata_mut()
+        .insert("x-correlation-id", "agent-42.step:7".parse().unwrap());
     let response = client.execute(request).await.unwrap();
-    assert_eq!(response.metadata().get("x-correlation-id").unwrap(), "agent-42.step:7");
-    assert_eq!(recorder.last().correlation_id.as_deref(), Some("agent-42.step:7"));
+    assert_eq!(
+        response.metadata().get("x-correlation-id").unwrap(),
+        "agent-42.step:7"
+    );
+    assert_eq!(
+        recorder.last().correlation_id.as_deref(),
+        Some("agent-42.step:7")
+    );
 
     for bad in [None, Some("has spaces".to_owned()), Some("x".repeat(200))] {
         let mut request = tonic::Request::new(ExecuteRequest::default());
         if let Some(bad) = &bad {
-            request.metadata_mut().insert("x-correlation-id", bad.parse().unwrap());
+            request
+                .metadata_mut()
+                .insert("x-correlation-id", bad.parse().unwrap());
         }
         let response = client.execute(request).await.unwrap();
-        let returned = response.metadata().get("x-correlation-id").unwrap().to_str().unwrap().to_owned();
+        let returned = response
+            .metadata()
+            .get("x-correlation-id")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
         let parsed = uuid::Uuid::parse_str(&returned).expect("generated ids are uuids");
         assert_eq!(parsed.get_version_num(), 7, "{bad:?}");
-        assert_eq!(recorder.last().correlation_id.as_deref(), Some(returned.as_str()));
+        assert_eq!(
+            recorder.last().correlation_id.as_deref(),
+            Some(returned.as_str())
+        );
     }
 }
 
@@ -179,14 +250,20 @@ async fn deadlines_are_forwarded_as_the_remaining_budget_and_enforced() {
     let developer = issuer.bearer("dev-1", &[Role::Developer]);
     let mut client = ExecutionServiceClient::new(authed(gw.channel(), developer));
 
-    let mut request = tonic::Request::new(ExecuteRequest { code: "sleep:0".into(), ..Default::default() });
+    let mut request = tonic::Request::new(ExecuteRequest {
+        code: "sleep:0".into(),
+        ..Default::default()
+    });
     request.set_timeout(Duration::from_millis(800));
     client.execute(request).await.unwrap();
     let forwarded = recorder.last().timeout.expect("grpc-timeout forwarded");
     assert!(forwarded <= Duration::from_millis(800), "{forwarded:?}");
     assert!(forwarded >= Duration::from_millis(700), "{forwarded:?}");
 
-    let mut request = tonic::Request::new(ExecuteRequest { code: "sleep:2000".into(), ..Default::default() });
+    let mut request = tonic::Request::new(ExecuteRequest {
+        code: "sleep:2000".into(),
+        ..Default::default()
+    });
     request.set_timeout(Duration::from_millis(200));
     let started = Instant::now();
     let status = client.execute(request).await.unwrap_err();
@@ -194,10 +271,16 @@ async fn deadlines_are_forwarded_as_the_remaining_budget_and_enforced() {
         matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled),
         "{status:?}"
     );
-    assert!(started.elapsed() < Duration::from_millis(1500), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
 
     let mut request = tonic::Request::new(ExecuteRequest::default());
-    request.metadata_mut().insert("grpc-timeout", "soon".parse().unwrap());
+    request
+        .metadata_mut()
+        .insert("grpc-timeout", "soon".parse().unwrap());
     let status = client.execute(request).await.unwrap_err();
     assert_ne!(status.code(), Code::Ok);
 }
@@ -211,7 +294,10 @@ async fn server_streams_pass_through_as_they_are_produced() {
     let mut client = ExecutionServiceClient::new(authed(gw.channel(), developer));
     let started = Instant::now();
     let request = ExecuteStreamRequest {
-        request: Some(ExecuteRequest { code: "chunks:3:300".into(), ..Default::default() }),
+        request: Some(ExecuteRequest {
+            code: "chunks:3:300".into(),
+            ..Default::default()
+        }),
     };
     let mut stream = client.execute_stream(request).await.unwrap().into_inner();
     let mut arrivals = Vec::new();
@@ -227,12 +313,17 @@ async fn server_streams_pass_through_as_they_are_produced() {
     assert_eq!(arrivals.len(), 4);
     // The backend waits 300 ms between chunks: a buffering proxy would deliver them together.
     assert!(arrivals[0] < Duration::from_millis(250), "{arrivals:?}");
-    assert!(arrivals[2] - arrivals[0] >= Duration::from_millis(500), "{arrivals:?}");
+    assert!(
+        arrivals[2] - arrivals[0] >= Duration::from_millis(500),
+        "{arrivals:?}"
+    );
 }
 
 async fn health(channel: tonic::transport::Channel, service: &str) -> Result<i32, Code> {
     HealthClient::new(channel)
-        .check(HealthCheckRequest { service: service.into() })
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
         .await
         .map(|r| r.into_inner().status)
         .map_err(|s| s.code())
@@ -255,9 +346,18 @@ async fn health_reports_every_backend_and_overall() {
         .await,
         "overall never became SERVING"
     );
-    assert_eq!(health(gw.channel(), "umcp.graph.v1.GraphService").await, serving);
-    assert_eq!(health(gw.channel(), "umcp.execution.v1.ExecutionService").await, not_serving);
-    assert_eq!(health(gw.channel(), "no.such.Service").await, Err(Code::NotFound));
+    assert_eq!(
+        health(gw.channel(), "umcp.graph.v1.GraphService").await,
+        serving
+    );
+    assert_eq!(
+        health(gw.channel(), "umcp.execution.v1.ExecutionService").await,
+        not_serving
+    );
+    assert_eq!(
+        health(gw.channel(), "no.such.Service").await,
+        Err(Code::NotFound)
+    );
 
     graph.stop().await.unwrap();
     assert!(
@@ -301,13 +401,17 @@ async fn reflection_lists_every_service_in_both_versions() {
         .await
         .unwrap()
         .into_inner();
-    let Some(V1Resp::ListServicesResponse(list)) = stream.next().await.unwrap().unwrap().message_response
+    let Some(V1Resp::ListServicesResponse(list)) =
+        stream.next().await.unwrap().unwrap().message_response
     else {
         panic!("not a list response");
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
     for name in expected {
-        assert!(names.iter().any(|n| n == name), "v1 lacks {name}: {names:?}");
+        assert!(
+            names.iter().any(|n| n == name),
+            "v1 lacks {name}: {names:?}"
+        );
     }
 
     let request = tonic_reflection::pb::v1alpha::ServerReflectionRequest {
@@ -319,7 +423,8 @@ async fn reflection_lists_every_service_in_both_versions() {
         .await
         .unwrap()
         .into_inner();
-    let Some(V1aResp::ListServicesResponse(list)) = stream.next().await.unwrap().unwrap().message_response
+    let Some(V1aResp::ListServicesResponse(list)) =
+        stream.next().await.unwrap().unwrap().message_response
     else {
         panic!("not a list response");
     };
@@ -337,17 +442,29 @@ async fn calls_without_a_valid_token_are_unauthenticated_with_a_challenge() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
-    assert_eq!(status.metadata().get("www-authenticate").unwrap(), "Bearer realm=\"umcp\"");
+    assert_eq!(
+        status.metadata().get("www-authenticate").unwrap(),
+        "Bearer realm=\"umcp\""
+    );
 
     let stranger = TestIssuer::new();
-    let status = ExecutionServiceClient::new(authed(gw.channel(), stranger.bearer("x", &[Role::Admin])))
-        .list_languages(umcp_proto::execution::v1::ListLanguagesRequest {})
-        .await
-        .unwrap_err();
+    let status =
+        ExecutionServiceClient::new(authed(gw.channel(), stranger.bearer("x", &[Role::Admin])))
+            .list_languages(umcp_proto::execution::v1::ListLanguagesRequest {})
+            .await
+            .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
-    let challenge = status.metadata().get("www-authenticate").unwrap().to_str().unwrap();
+    let challenge = status
+        .metadata()
+        .get("www-authenticate")
+        .unwrap()
+        .to_str()
+        .unwrap();
     assert!(challenge.contains("invalid_token"), "{challenge}");
-    assert!(recorder.seen_count() == 0, "a rejected call reached the backend");
+    assert!(
+        recorder.seen_count() == 0,
+        "a rejected call reached the backend"
+    );
 }
 
 #[tokio::test]
@@ -361,7 +478,11 @@ async fn missing_permissions_are_denied_by_name() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
-    assert!(status.message().contains("tools:execute"), "{}", status.message());
+    assert!(
+        status.message().contains("tools:execute"),
+        "{}",
+        status.message()
+    );
     assert!(status.message().contains("viewer"), "{}", status.message());
     assert_eq!(recorder.seen_count(), 0);
 }

@@ -21,9 +21,9 @@ use umcp_testkit::Spawned;
 
 /// What one call arrived with.
 #[derive(Debug, Clone, Default)]
-pub struct Seen {
-    pub correlation_id: Option<String>,
-    pub timeout: Option<Duration>,
+pub(crate) struct Seen {
+    pub(crate) correlation_id: Option<String>,
+    pub(crate) timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -31,13 +31,13 @@ struct Backend {
     seen: Arc<Mutex<Vec<Seen>>>,
 }
 
-pub struct Recorder {
+pub(crate) struct Recorder {
     server: Spawned,
     seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 impl Recorder {
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let backend = Backend::default();
         let seen = Arc::clone(&backend.seen);
         let server = Spawned::start(|listener, shutdown| async move {
@@ -48,15 +48,15 @@ impl Recorder {
         Self { server, seen }
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         self.server.url()
     }
 
-    pub fn seen_count(&self) -> usize {
+    pub(crate) fn seen_count(&self) -> usize {
         self.seen.lock().unwrap().len()
     }
 
-    pub fn last(&self) -> Seen {
+    pub(crate) fn last(&self) -> Seen {
         self.seen
             .lock()
             .unwrap()
@@ -84,7 +84,10 @@ impl Backend {
 }
 
 fn command(code: &str) -> Vec<u64> {
-    code.split(':').skip(1).filter_map(|n| n.parse().ok()).collect()
+    code.split(':')
+        .skip(1)
+        .filter_map(|n| n.parse().ok())
+        .collect()
 }
 
 type OutputStream = Pin<Box<dyn Stream<Item = Result<ExecuteStreamResponse, Status>> + Send>>;

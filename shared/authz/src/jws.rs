@@ -111,11 +111,7 @@ pub fn parse(token: &str) -> Result<Unverified<'_>, JwsError> {
         .map_err(|_| JwsError::Malformed("signature is not 64 bytes"))?;
     let signing_input_len = header.len() + 1 + payload.len();
     Ok(Unverified {
-        header: Header {
-            alg,
-            typ,
-            kid,
-        },
+        header: Header { alg, typ, kid },
         signing_input: &token[..signing_input_len],
         payload,
         signature,
@@ -178,13 +174,22 @@ mod tests {
     #[test]
     fn sign_then_verify_round_trips() {
         let key = new_key();
-        let claims = Small { sub: "u1".into(), exp: 5 };
+        let claims = Small {
+            sub: "u1".into(),
+            exp: 5,
+        };
         let token = sign(&claims, "k1", &key);
         let parsed = parse(&token).unwrap();
         assert_eq!(parsed.header.kid, "k1");
-        assert_eq!(parsed.verify::<Small>(&key.verifying_key()).unwrap(), claims);
+        assert_eq!(
+            parsed.verify::<Small>(&key.verifying_key()).unwrap(),
+            claims
+        );
         let other = new_key();
-        assert_eq!(parsed.verify::<Small>(&other.verifying_key()), Err(JwsError::Signature));
+        assert_eq!(
+            parsed.verify::<Small>(&other.verifying_key()),
+            Err(JwsError::Signature)
+        );
     }
 
     #[test]
@@ -192,20 +197,36 @@ mod tests {
         let enc = |v: &str| URL_SAFE_NO_PAD.encode(v);
         let body = enc(r#"{"sub":"u1","exp":5}"#);
         for (header, expected) in [
-            (r#"{"alg":"none","typ":"at+jwt","kid":"k"}"#, "algorithm `none`"),
-            (r#"{"alg":"HS256","typ":"at+jwt","kid":"k"}"#, "algorithm `HS256`"),
-            (r#"{"alg":"RS256","typ":"at+jwt","kid":"k"}"#, "algorithm `RS256`"),
+            (
+                r#"{"alg":"none","typ":"at+jwt","kid":"k"}"#,
+                "algorithm `none`",
+            ),
+            (
+                r#"{"alg":"HS256","typ":"at+jwt","kid":"k"}"#,
+                "algorithm `HS256`",
+            ),
+            (
+                r#"{"alg":"RS256","typ":"at+jwt","kid":"k"}"#,
+                "algorithm `RS256`",
+            ),
             (r#"{"alg":"EdDSA","typ":"JWT","kid":"k"}"#, "type `JWT`"),
             (r#"{"alg":"EdDSA","typ":"at+jwt"}"#, "no kid"),
             ("not json", "not a JSON object"),
         ] {
-            let token = format!("{}.{body}.{}", enc(header), URL_SAFE_NO_PAD.encode([0u8; 64]));
+            let token = format!(
+                "{}.{body}.{}",
+                enc(header),
+                URL_SAFE_NO_PAD.encode([0u8; 64])
+            );
             let err = parse(&token).unwrap_err().to_string();
             assert!(err.contains(expected), "{header}: {err}");
         }
         for bad in ["", "a.b", "a.b.c.d", "%%%.b.c"] {
             assert!(matches!(parse(bad), Err(JwsError::Malformed(_))), "{bad}");
         }
-        assert!(matches!(parse(&"a".repeat(5000)), Err(JwsError::Malformed(_))));
+        assert!(matches!(
+            parse(&"a".repeat(5000)),
+            Err(JwsError::Malformed(_))
+        ));
     }
 }

@@ -147,6 +147,76 @@ pub fn jwk(kid: &str, key: &VerifyingKey) -> Jwk {
     }
 }
 
+/// A JWKS document (RFC 7517 JSON, as `GetJwks` returns in `jwks_json`) in a file, re-read on
+/// every fetch: for verifiers that get keys distributed as files (a mounted secret), and tests
+/// of real binaries without an auth service.
+#[derive(Debug, Clone)]
+pub struct FileKeySource {
+    path: std::path::PathBuf,
+}
+
+impl FileKeySource {
+    /// Keys from the JWKS file at `path`.
+    #[must_use]
+    pub fn new(path: impl Into<std::path::PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+}
+
+#[async_trait::async_trait]
+impl KeySource for FileKeySource {
+    async fn fetch(&self) -> Result<Vec<Jwk>, KeySourceError> {
+        let text = tokio::fs::read_to_string(&self.path)
+            .await
+            .map_err(|e| KeySourceError(format!("cannot read {}: {e}", self.path.display())))?;
+        parse_jwks_json(&text)
+    }
+}
+
+/// Parses a JWKS JSON document (`{"keys": [...]}`) into JWKs.
+///
+/// # Errors
+/// When the text is not a JWKS document.
+pub fn parse_jwks_json(text: &str) -> Result<Vec<Jwk>, KeySourceError> {
+    let doc: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| KeySourceError(format!("jwks is not json: {e}")))?;
+    let keys = doc
+        .get("keys")
+        .and_then(serde_json::Value::as_array)
+        .ok_or_else(|| KeySourceError("jwks has no `keys` array".into()))?;
+    let field = |k: &serde_json::Value, name: &str| {
+        k.get(name)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    Ok(keys
+        .iter()
+        .map(|k| Jwk {
+            kty: field(k, "kty"),
+            crv: field(k, "crv"),
+            kid: field(k, "kid"),
+            x: field(k, "x"),
+            alg: field(k, "alg"),
+            r#use: field(k, "use"),
+        })
+        .collect())
+}
+
+/// Renders JWKs as a JWKS JSON document.
+#[must_use]
+pub fn jwks_json(keys: &[Jwk]) -> String {
+    let keys: Vec<serde_json::Value> = keys
+        .iter()
+        .map(|k| {
+            serde_json::json!({
+                "kty": k.kty, "crv": k.crv, "kid": k.kid, "x": k.x, "alg": k.alg, "use": k.r#use,
+            })
+        })
+        .collect();
+    serde_json::json!({ "keys": keys }).to_string()
+}
+
 /// A fixed key set (the auth service's own ring, tests).
 #[derive(Debug, Clone)]
 pub struct StaticKeys(pub Arc<RwLock<Vec<Jwk>>>);
@@ -187,16 +257,31 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_kids_refetch_once_under_concurrency() {
-        let source = Arc::new(Counting { calls: AtomicUsize::new(0), keys: vec![jwk("k1", &key(1))] });
+        let source = Arc::new(Counting {
+            calls: AtomicUsize::new(0),
+            keys: vec![jwk("k1", &key(1))],
+        });
         let cache = Arc::new(JwksCache::new(source.clone(), Duration::from_secs(10)));
         let lookups = (0..50).map(|i| {
             let cache = Arc::clone(&cache);
             async move { cache.key(if i % 2 == 0 { "k1" } else { "forged" }).await }
         });
         let results = futures::future::join_all(lookups).await;
-        assert_eq!(source.calls.load(Ordering::SeqCst), 1, "single flight + rate limit");
+        assert_eq!(
+            source.calls.load(Ordering::SeqCst),
+            1,
+            "single flight + rate limit"
+        );
         assert!(results.iter().step_by(2).all(Result::is_ok));
         assert_eq!(results[1], Err(KeyError::Unknown("forged".into())));
+    }
+
+    #[test]
+    fn jwks_json_round_trips() {
+        let keys = vec![jwk("a", &key(5)), jwk("b", &key(6))];
+        assert_eq!(parse_jwks_json(&jwks_json(&keys)).unwrap(), keys);
+        assert!(parse_jwks_json("{}").is_err());
+        assert!(parse_jwks_json("nope").is_err());
     }
 
     #[tokio::test]
@@ -205,13 +290,22 @@ mod tests {
         rsa.kty = "RSA".into();
         let mut hs = jwk("hs", &key(3));
         hs.alg = "HS256".into();
-        let source = Arc::new(Counting { calls: AtomicUsize::new(0), keys: vec![rsa, hs, jwk("ok", &key(4))] });
+        let source = Arc::new(Counting {
+            calls: AtomicUsize::new(0),
+            keys: vec![rsa, hs, jwk("ok", &key(4))],
+        });
         let cache = JwksCache::new(source, Duration::ZERO);
         assert!(cache.key("ok").await.is_ok());
         assert!(matches!(cache.key("rsa").await, Err(KeyError::Unknown(_))));
         assert!(matches!(cache.key("hs").await, Err(KeyError::Unknown(_))));
 
-        let down = JwksCache::new(Arc::new(Counting { calls: AtomicUsize::new(0), keys: vec![] }), Duration::ZERO);
+        let down = JwksCache::new(
+            Arc::new(Counting {
+                calls: AtomicUsize::new(0),
+                keys: vec![],
+            }),
+            Duration::ZERO,
+        );
         assert_eq!(down.key("x").await, Err(KeyError::Unavailable));
     }
 }

@@ -28,8 +28,8 @@ static TABLE: LazyLock<HashMap<String, Requirement>> = LazyLock::new(|| {
 /// Every method path of the umcp protos, to tell "exists but has no row" (deny) from "does not
 /// exist" (let the router answer UNIMPLEMENTED with the name).
 static KNOWN: LazyLock<HashSet<String>> = LazyLock::new(|| {
-    let set = prost_types::FileDescriptorSet::decode(umcp_proto::FILE_DESCRIPTOR_SET)
-        .unwrap_or_default();
+    let set =
+        prost_types::FileDescriptorSet::decode(umcp_proto::FILE_DESCRIPTOR_SET).unwrap_or_default();
     set.file
         .iter()
         .flat_map(|f| {
@@ -208,7 +208,10 @@ mod tests {
     fn paths_are_classified() {
         assert_eq!(gate("/grpc.health.v1.Health/Check"), Gate::Public);
         assert_eq!(gate("/umcp.auth.v1.AuthService/Login"), Gate::Public);
-        assert_eq!(gate("/umcp.auth.v1.AuthService/WhoAmI"), Gate::Protected(Requirement::Authenticated));
+        assert_eq!(
+            gate("/umcp.auth.v1.AuthService/WhoAmI"),
+            Gate::Protected(Requirement::Authenticated)
+        );
         assert_eq!(
             gate("/umcp.graph.v1.GraphService/Delete"),
             Gate::Protected(Requirement::Permission(Permission::GraphDelete))
@@ -221,10 +224,21 @@ mod tests {
     fn rejections_carry_a_challenge() {
         let status = reject(&AuthError::Missing);
         assert_eq!(status.code(), tonic::Code::Unauthenticated);
-        assert_eq!(status.metadata().get("www-authenticate").unwrap(), "Bearer realm=\"umcp\"");
+        assert_eq!(
+            status.metadata().get("www-authenticate").unwrap(),
+            "Bearer realm=\"umcp\""
+        );
         let status = reject(&AuthError::Expired);
-        let challenge = status.metadata().get("www-authenticate").unwrap().to_str().unwrap();
+        let challenge = status
+            .metadata()
+            .get("www-authenticate")
+            .unwrap()
+            .to_str()
+            .unwrap();
         assert!(challenge.contains("invalid_token"), "{challenge}");
-        assert_eq!(reject(&AuthError::KeysUnavailable).code(), tonic::Code::Unavailable);
+        assert_eq!(
+            reject(&AuthError::KeysUnavailable).code(),
+            tonic::Code::Unavailable
+        );
     }
 }

@@ -252,7 +252,11 @@ mod tests {
                 }
             }
         }
-        assert_eq!(seen, METHODS.len(), "the table has rows for methods that do not exist");
+        assert_eq!(
+            seen,
+            METHODS.len(),
+            "the table has rows for methods that do not exist"
+        );
     }
 
     #[test]
@@ -260,7 +264,10 @@ mod tests {
         assert_eq!(requirement("/umcp.graph.v1.GraphService/Nope"), None);
         assert_eq!(requirement("/x/y"), None);
         assert_eq!(requirement("garbage"), None);
-        assert_eq!(requirement("/grpc.health.v1.Health/Check"), Some(Requirement::Public));
+        assert_eq!(
+            requirement("/grpc.health.v1.Health/Check"),
+            Some(Requirement::Public)
+        );
         assert_eq!(
             requirement("/umcp.graph.v1.GraphService/Upsert"),
             Some(Requirement::Permission(Permission::GraphUpsert))

@@ -115,7 +115,9 @@ impl RevocationSet {
     pub fn purge(&self, now: i64) {
         let mut entries = self.entries.write();
         for kind in [Kind::Token, Kind::Session, Kind::User] {
-            entries.map_mut(kind).retain(|_, &mut (_, expires)| expires >= now);
+            entries
+                .map_mut(kind)
+                .retain(|_, &mut (_, expires)| expires >= now);
         }
     }
 
@@ -170,7 +172,12 @@ mod tests {
     }
 
     fn rev(kind: Kind, id: &str, at: i64) -> Revocation {
-        Revocation { kind, id: id.into(), revoked_at: at, expires_at: at + 1000 }
+        Revocation {
+            kind,
+            id: id.into(),
+            revoked_at: at,
+            expires_at: at + 1000,
+        }
     }
 
     #[test]
@@ -188,8 +195,15 @@ mod tests {
 
         let set = RevocationSet::new();
         set.extend([rev(Kind::User, "u1", 150)]);
-        assert!(set.check(&claims(150)).is_some(), "issued at the revocation instant");
-        assert_eq!(set.check(&claims(151)), None, "issued after: a fresh login is fine");
+        assert!(
+            set.check(&claims(150)).is_some(),
+            "issued at the revocation instant"
+        );
+        assert_eq!(
+            set.check(&claims(151)),
+            None,
+            "issued after: a fresh login is fine"
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::Endpoint;
 
 use crate::claims::{DEFAULT_AUDIENCE, DEFAULT_ISSUER};
-use crate::keys::KeySource;
+use crate::keys::{FileKeySource, KeySource};
 use crate::remote::{GrpcKeySource, ServiceCredentials, follow_revocations};
 use crate::revocations::RevocationSet;
 use crate::verifier::{Verifier, VerifierConfig, unix_now};
@@ -25,6 +25,9 @@ pub struct AuthClientConfig {
     pub api_key: String,
     /// A file holding the API key instead (`UMCP_AUTH__API_KEY_FILE`), e.g. a mounted secret.
     pub api_key_file: String,
+    /// Read verification keys from this JWKS file instead of the auth service
+    /// (`UMCP_AUTH__JWKS_FILE`; re-read every `jwks_refresh_secs`).
+    pub jwks_file: String,
     /// Required token issuer (`UMCP_AUTH__ISSUER`, default `umcp-auth`).
     pub issuer: String,
     /// Required token audience (`UMCP_AUTH__AUDIENCE`, default `umcp`).
@@ -39,8 +42,16 @@ impl std::fmt::Debug for AuthClientConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuthClientConfig")
             .field("url", &self.url)
-            .field("api_key", &if self.api_key.is_empty() { "" } else { "<redacted>" })
+            .field(
+                "api_key",
+                &if self.api_key.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
             .field("api_key_file", &self.api_key_file)
+            .field("jwks_file", &self.jwks_file)
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("leeway_secs", &self.leeway_secs)
@@ -55,6 +66,7 @@ impl Default for AuthClientConfig {
             url: "http://127.0.0.1:50052".into(),
             api_key: String::new(),
             api_key_file: String::new(),
+            jwks_file: String::new(),
             issuer: DEFAULT_ISSUER.into(),
             audience: DEFAULT_AUDIENCE.into(),
             leeway_secs: 30,
@@ -169,7 +181,11 @@ impl AuthClient {
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
             .connect_lazy();
-        let source: Arc<dyn KeySource> = Arc::new(GrpcKeySource::new(channel.clone()));
+        let source: Arc<dyn KeySource> = if config.jwks_file.is_empty() {
+            Arc::new(GrpcKeySource::new(channel.clone()))
+        } else {
+            Arc::new(FileKeySource::new(&config.jwks_file))
+        };
         let revocations = Arc::new(RevocationSet::new());
         let verifier = Arc::new(Verifier::new(
             config.verifier_config(),
@@ -181,7 +197,8 @@ impl AuthClient {
             Duration::from_secs(config.jwks_refresh_secs),
         ))];
         let api_key = config.resolve_api_key().map_err(AuthClientError::KeyFile)?;
-        let credentials = api_key.map(|key| Arc::new(ServiceCredentials::new(channel.clone(), key)));
+        let credentials =
+            api_key.map(|key| Arc::new(ServiceCredentials::new(channel.clone(), key)));
         match &credentials {
             Some(credentials) => tasks.push(tokio::spawn(follow_revocations(
                 channel,
@@ -216,11 +233,18 @@ mod tests {
 
     #[test]
     fn debug_never_shows_the_key() {
-        let config = AuthClientConfig { api_key: "umcp_secret".into(), ..AuthClientConfig::default() };
+        let config = AuthClientConfig {
+            api_key: "umcp_secret".into(),
+            ..AuthClientConfig::default()
+        };
         let text = format!("{config:?}");
         assert!(!text.contains("umcp_secret"), "{text}");
         assert!(config.problems().is_empty());
-        let bad = AuthClientConfig { url: "nope".into(), leeway_secs: 999, ..AuthClientConfig::default() };
+        let bad = AuthClientConfig {
+            url: "nope".into(),
+            leeway_secs: 999,
+            ..AuthClientConfig::default()
+        };
         assert_eq!(bad.problems().len(), 2);
     }
 }

@@ -156,10 +156,14 @@ impl Verifier {
             return Ok(hit.principal);
         }
         let unverified = jws::parse(token)?;
-        let key = self.keys.key(&unverified.header.kid).await.map_err(|e| match e {
-            KeyError::Unknown(kid) => AuthError::UnknownKey(kid),
-            KeyError::Unavailable => AuthError::KeysUnavailable,
-        })?;
+        let key = self
+            .keys
+            .key(&unverified.header.kid)
+            .await
+            .map_err(|e| match e {
+                KeyError::Unknown(kid) => AuthError::UnknownKey(kid),
+                KeyError::Unavailable => AuthError::KeysUnavailable,
+            })?;
         let claims: Claims = unverified.verify(&key)?;
         if claims.iss != self.config.issuer {
             return Err(AuthError::Issuer);

@@ -62,6 +62,12 @@ impl TestIssuer {
         ))
     }
 
+    /// The JWKS of this issuer as JSON (for `UMCP_AUTH__JWKS_FILE` of real binaries).
+    #[must_use]
+    pub fn jwks_json(&self) -> String {
+        umcp_authz::keys::jwks_json(&self.keys.0.read())
+    }
+
     /// The revocation set the verifiers of this issuer consult.
     #[must_use]
     pub fn revocations(&self) -> &Arc<RevocationSet> {
@@ -104,7 +110,11 @@ impl TestIssuer {
     /// # Panics
     /// Never: tokens are ASCII.
     #[must_use]
-    pub fn bearer(&self, sub: &str, roles: &[Role]) -> tonic::metadata::MetadataValue<tonic::metadata::Ascii> {
+    pub fn bearer(
+        &self,
+        sub: &str,
+        roles: &[Role],
+    ) -> tonic::metadata::MetadataValue<tonic::metadata::Ascii> {
         format!("Bearer {}", self.token(sub, roles))
             .parse()
             .expect("tokens are ascii")

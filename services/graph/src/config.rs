@@ -1,0 +1,138 @@
+//! Typed configuration of the graph service (defaults → optional TOML file → `UMCP_*`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use umcp_authz::AuthClientConfig;
+use umcp_config::{Validate, env_name};
+use umcp_store::grafeo::GrafeoConfig;
+use umcp_telemetry::LogConfig;
+
+/// Settings of `umcp-graph`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GraphConfig {
+    /// gRPC listen address (`UMCP_LISTEN`), default `127.0.0.1:50053`.
+    pub listen: String,
+    /// Directory of the embedded graph database (`UMCP_DATA_DIR`), default `./data/graph`.
+    pub data_dir: PathBuf,
+    /// Longest any query may run whatever the caller's deadline, in milliseconds
+    /// (`UMCP_MAX_QUERY_TIME_MS`), default 30000.
+    pub max_query_time_ms: u64,
+    /// Queries running at once; more wait for a slot until their deadline
+    /// (`UMCP_MAX_CONCURRENT_QUERIES`), default 8.
+    pub max_concurrent_queries: usize,
+    /// How often the write-ahead log is folded into the database file, in milliseconds
+    /// (`UMCP_CHECKPOINT_INTERVAL_MS`), default 60000; 0 checkpoints only at shutdown.
+    pub checkpoint_interval_ms: u64,
+    /// Token verification (`UMCP_AUTH__URL`, `UMCP_AUTH__API_KEY`, `UMCP_AUTH__JWKS_FILE`, …).
+    pub auth: AuthClientConfig,
+    /// Logging (`UMCP_LOG__FORMAT`, `UMCP_LOG__FILTER`).
+    pub log: LogConfig,
+}
+
+impl Default for GraphConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:50053".into(),
+            data_dir: PathBuf::from(GrafeoConfig::DEFAULT_PATH),
+            max_query_time_ms: 30_000,
+            max_concurrent_queries: 8,
+            checkpoint_interval_ms: 60_000,
+            auth: AuthClientConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl GraphConfig {
+    /// The embedded store's settings.
+    pub fn store(&self) -> GrafeoConfig {
+        GrafeoConfig {
+            path: Some(self.data_dir.clone()),
+            max_query_time: Duration::from_millis(self.max_query_time_ms),
+            max_concurrent_queries: self.max_concurrent_queries,
+            checkpoint_interval: (self.checkpoint_interval_ms > 0)
+                .then(|| Duration::from_millis(self.checkpoint_interval_ms)),
+        }
+    }
+}
+
+impl Validate for GraphConfig {
+    fn validate(&self) -> Vec<String> {
+        let mut problems = self.log.problems();
+        problems.extend(self.auth.problems());
+        if self.listen.parse::<SocketAddr>().is_err() {
+            problems.push(format!(
+                "listen ({}) `{}` is not an address; example: 127.0.0.1:50053",
+                env_name("listen"),
+                self.listen
+            ));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            problems.push(format!(
+                "data_dir ({}) is empty; give a directory such as ./data/graph",
+                env_name("data_dir")
+            ));
+        }
+        if !(100..=600_000).contains(&self.max_query_time_ms) {
+            problems.push(format!(
+                "max_query_time_ms ({}) is {}; allowed: 100 to 600000",
+                env_name("max_query_time_ms"),
+                self.max_query_time_ms
+            ));
+        }
+        if !(1..=1024).contains(&self.max_concurrent_queries) {
+            problems.push(format!(
+                "max_concurrent_queries ({}) is {}; allowed: 1 to 1024",
+                env_name("max_concurrent_queries"),
+                self.max_concurrent_queries
+            ));
+        }
+        problems
+    }
+}
+
+impl umcp_rpc::process::ProcessConfig for GraphConfig {
+    fn log(&self) -> &LogConfig {
+        &self.log
+    }
+
+    fn listen(&self) -> &str {
+        &self.listen
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use umcp_config::{Sources, load};
+
+    #[test]
+    fn defaults_are_valid_and_env_overrides() {
+        assert!(GraphConfig::default().validate().is_empty());
+        let cfg: GraphConfig = load(&Sources::env([
+            ("UMCP_DATA_DIR", "/tmp/g"),
+            ("UMCP_MAX_QUERY_TIME_MS", "1500"),
+        ]))
+        .expect("valid");
+        assert_eq!(cfg.data_dir, PathBuf::from("/tmp/g"));
+        assert_eq!(cfg.store().max_query_time, Duration::from_millis(1500));
+        assert_eq!(cfg.listen, "127.0.0.1:50053");
+    }
+
+    #[test]
+    fn bad_values_are_all_reported() {
+        let cfg = GraphConfig {
+            listen: "nowhere".into(),
+            max_query_time_ms: 0,
+            max_concurrent_queries: 0,
+            ..GraphConfig::default()
+        };
+        let problems = cfg.validate();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[0].contains("UMCP_LISTEN"));
+    }
+}
