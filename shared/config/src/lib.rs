@@ -13,9 +13,8 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-
-use figment::{Figment, Provider};
 use figment::providers::{Format, Serialized, Toml};
+use figment::{Figment, Provider};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -93,7 +92,10 @@ impl Sources {
     {
         Self {
             file: None,
-            env: vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+            env: vars
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
         }
     }
 }
@@ -160,10 +162,7 @@ fn top_level_keys<T: Serialize>(value: &T) -> Result<BTreeSet<String>, ConfigErr
     let dict = Figment::from(Serialized::defaults(value))
         .data()
         .map_err(|e| ConfigError::Parse(describe(&e)))?;
-    Ok(dict
-        .into_values()
-        .flat_map(|d| d.into_keys())
-        .collect())
+    Ok(dict.into_values().flat_map(|d| d.into_keys()).collect())
 }
 
 fn describe(error: &figment::Error) -> String {
@@ -185,7 +184,10 @@ fn describe(error: &figment::Error) -> String {
 /// The environment variable that sets `key` (`backends.graph` → `UMCP_BACKENDS__GRAPH`).
 #[must_use]
 pub fn env_name(key: &str) -> String {
-    format!("{ENV_PREFIX}{}", key.replace('.', "__").to_ascii_uppercase())
+    format!(
+        "{ENV_PREFIX}{}",
+        key.replace('.', "__").to_ascii_uppercase()
+    )
 }
 
 #[cfg(test)]
@@ -210,13 +212,20 @@ mod tests {
 
     impl Default for Sample {
         fn default() -> Self {
-            Self { listen: "127.0.0.1:1".into(), max_rows: 10, nested: Nested::default() }
+            Self {
+                listen: "127.0.0.1:1".into(),
+                max_rows: 10,
+                nested: Nested::default(),
+            }
         }
     }
 
     impl Default for Nested {
         fn default() -> Self {
-            Self { graph: "http://a".into(), enabled: false }
+            Self {
+                graph: "http://a".into(),
+                enabled: false,
+            }
         }
     }
 
@@ -224,7 +233,11 @@ mod tests {
         fn validate(&self) -> Vec<String> {
             let mut problems = Vec::new();
             if self.max_rows == 0 || self.max_rows > 100 {
-                problems.push(format!("max_rows ({}) must be 1..=100, got {}", env_name("max_rows"), self.max_rows));
+                problems.push(format!(
+                    "max_rows ({}) must be 1..=100, got {}",
+                    env_name("max_rows"),
+                    self.max_rows
+                ));
             }
             problems
         }
@@ -254,14 +267,24 @@ mod tests {
         let mut sources = Sources::env([("UMCP_MAX_ROWS", "8")]);
         sources.file = Some(good);
         let cfg: Sample = load(&sources).unwrap();
-        assert_eq!((cfg.max_rows, cfg.nested.graph.as_str()), (8, "http://file"));
+        assert_eq!(
+            (cfg.max_rows, cfg.nested.graph.as_str()),
+            (8, "http://file")
+        );
 
         let bad = dir.join("bad.toml");
         std::fs::write(&bad, "max_rowz = 7\n").unwrap();
-        let err = load::<Sample>(&Sources { file: Some(bad), env: vec![] }).unwrap_err();
+        let err = load::<Sample>(&Sources {
+            file: Some(bad),
+            env: vec![],
+        })
+        .unwrap_err();
         assert!(err.to_string().contains("max_rowz"), "{err}");
 
-        let missing = load::<Sample>(&Sources { file: Some(dir.join("nope.toml")), env: vec![] });
+        let missing = load::<Sample>(&Sources {
+            file: Some(dir.join("nope.toml")),
+            env: vec![],
+        });
         assert!(missing.unwrap_err().to_string().contains("cannot read"));
         std::fs::remove_dir_all(dir).unwrap();
     }
@@ -271,7 +294,10 @@ mod tests {
         let err = load::<Sample>(&Sources::env([("UMCP_MAX_ROWS", "many")])).unwrap_err();
         assert!(err.to_string().contains("UMCP_MAX_ROWS"), "{err}");
         let err = load::<Sample>(&Sources::env([("UMCP_MAX_ROWS", "1000")])).unwrap_err();
-        assert!(matches!(err, ConfigError::Invalid(ref p) if p.len() == 1), "{err}");
+        assert!(
+            matches!(err, ConfigError::Invalid(ref p) if p.len() == 1),
+            "{err}"
+        );
         assert!(err.to_string().contains("1..=100"));
     }
 }

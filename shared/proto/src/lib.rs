@@ -66,7 +66,10 @@ mod tests {
             })
             .collect();
         for name in super::SERVICE_NAMES {
-            assert!(services.iter().any(|s| s == name), "{name} missing from descriptor set");
+            assert!(
+                services.iter().any(|s| s == name),
+                "{name} missing from descriptor set"
+            );
         }
     }
 }

@@ -146,7 +146,12 @@ mod tests {
 
     #[test]
     fn parse_accepts_safe_ids_and_rejects_the_rest() {
-        for ok in ["a", "req-1", "01890a5d-ac96-774b-bcce-b302099a8057", "svc:1.2_x"] {
+        for ok in [
+            "a",
+            "req-1",
+            "01890a5d-ac96-774b-bcce-b302099a8057",
+            "svc:1.2_x",
+        ] {
             assert!(CorrelationId::parse(ok).is_some(), "{ok}");
         }
         let long = "x".repeat(MAX_LEN + 1);
@@ -160,7 +165,12 @@ mod tests {
     fn invalid_or_missing_header_gets_a_fresh_uuid_v7() {
         let mut headers = http::HeaderMap::new();
         let fresh = CorrelationId::from_headers(&headers);
-        assert_eq!(uuid::Uuid::parse_str(fresh.as_str()).unwrap().get_version_num(), 7);
+        assert_eq!(
+            uuid::Uuid::parse_str(fresh.as_str())
+                .unwrap()
+                .get_version_num(),
+            7
+        );
         headers.insert(HEADER, HeaderValue::from_static("bad id"));
         assert_ne!(CorrelationId::from_headers(&headers).as_str(), "bad id");
         headers.insert(HEADER, HeaderValue::from_static("good-id"));

@@ -108,7 +108,10 @@ mod tests {
             let text = encode(d);
             let back = parse(text.to_str().unwrap()).unwrap();
             assert!(back >= d, "{d:?} -> {text:?} -> {back:?}");
-            assert!(back - d < d / 1000 + Duration::from_nanos(1), "{d:?} -> {back:?}");
+            assert!(
+                back - d < d / 1000 + Duration::from_nanos(1),
+                "{d:?} -> {back:?}"
+            );
         }
     }
 }

@@ -36,15 +36,24 @@ mod tests {
     fn invalid_argument_carries_a_bad_request_violation() {
         let status = invalid_argument("nodes[0].key", "letters, digits and '_' only");
         assert_eq!(status.code(), Code::InvalidArgument);
-        assert_eq!(status.message(), "nodes[0].key: letters, digits and '_' only");
+        assert_eq!(
+            status.message(),
+            "nodes[0].key: letters, digits and '_' only"
+        );
         let details = status.get_error_details();
-        let violations = &details.bad_request().expect("bad request detail").field_violations;
+        let violations = &details
+            .bad_request()
+            .expect("bad request detail")
+            .field_violations;
         assert_eq!(violations[0].field, "nodes[0].key");
     }
 
     #[test]
     fn reason_is_readable_from_error_info() {
         let status = with_reason(Code::PermissionDenied, "write_in_read_only_query", "no");
-        assert_eq!(status.get_error_details().error_info().unwrap().reason, "write_in_read_only_query");
+        assert_eq!(
+            status.get_error_details().error_info().unwrap().reason,
+            "write_in_read_only_query"
+        );
     }
 }
