@@ -3,6 +3,7 @@
 //! (forwarded headers, deadlines) or needs a streaming RPC with controlled timing.
 
 mod recording;
+mod tokens;
 
 use std::time::{Duration, Instant};
 
