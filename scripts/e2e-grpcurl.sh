@@ -1,74 +1,77 @@
 #!/usr/bin/env bash
-# End to end through the real binaries with the real grpcurl: starts graph + gateway on free
-# ports with a throw-away data directory, then runs every grpcurl command of README.md that is
-# marked `<!-- e2e ... -->`, checking its output (expect=) or its failure (expect-fail=).
+# End to end through the real binaries with the real grpcurl: starts the mesh (auth, graph,
+# gateway) on free ports with a throw-away data directory, then runs every command block of
+# README.md marked `<!-- e2e expect="..." -->` (output must contain the text, exit 0) or
+# `<!-- e2e expect-fail="..." -->` (must fail and print the text), in order, in ONE shell, so
+# variables set by one block (the token) are seen by the next.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-GRPCURL=${GRPCURL:-.venv/bin/grpcurl}
-BIN_DIR=${BIN_DIR:-target/debug}
+GRPCURL=$(realpath "${GRPCURL:-.venv/bin/grpcurl}")
+BIN_DIR=$(realpath "${BIN_DIR:-target/debug}")
 [ -x "$GRPCURL" ] || { echo "e2e: $GRPCURL missing (run: make tools)" >&2; exit 1; }
 
 work=$(mktemp -d)
 pids=()
 cleanup() {
-  [ ${#pids[@]} -gt 0 ] && kill -TERM "${pids[@]}" 2>/dev/null && wait "${pids[@]}" 2>/dev/null
+  if [ ${#pids[@]} -gt 0 ]; then kill -TERM "${pids[@]}" 2>/dev/null || true; wait "${pids[@]}" 2>/dev/null || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 1 150); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
-  echo "e2e: nothing listens on $1" >&2; cat "$work"/*.log >&2; return 1
+wait_for() { # description, command...
+  local what=$1; shift
+  for _ in $(seq 1 200); do "$@" 2>/dev/null && return 0; sleep 0.1; done
+  echo "e2e: gave up waiting for $what" >&2; tail -n 20 "$work"/*.log >&2; return 1
 }
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1"); }
 
-graph_port=$(free_port)
-gw_port=$(free_port)
-UMCP_LISTEN=127.0.0.1:$graph_port UMCP_DATA_DIR="$work/graph" "$BIN_DIR/umcp-graph" 2>"$work/graph.log" &
+data="$work/data"
+mkdir -p "$data"
+auth_port=$(free_port); graph_port=$(free_port); gw_port=$(free_port)
+key_file="$data/service-api-key.txt"
+common=(UMCP_AUTH__URL="http://127.0.0.1:$auth_port" UMCP_AUTH__API_KEY_FILE="$key_file")
+
+env UMCP_LISTEN="127.0.0.1:$auth_port" UMCP_DATA_ROOT="$data" UMCP_TRUST_FORWARDED_FOR=true \
+  UMCP_BOOTSTRAP_SERVICE_KEY_FILE="$key_file" "$BIN_DIR/umcp-auth" >"$work/auth.out" 2>"$work/auth.log" &
 pids+=($!)
-wait_port "$graph_port"
-UMCP_LISTEN=127.0.0.1:$gw_port UMCP_BACKENDS__GRAPH=http://127.0.0.1:$graph_port \
-  UMCP_BACKENDS__AUTH= UMCP_BACKENDS__EXECUTION= UMCP_BACKENDS__AUDIT= \
-  UMCP_HEALTH_INTERVAL_MS=200 "$BIN_DIR/umcp-gateway" 2>"$work/gateway.log" &
+wait_for "auth" listening "$auth_port"
+wait_for "the service key file" test -s "$key_file"
+env "${common[@]}" UMCP_LISTEN="127.0.0.1:$graph_port" UMCP_DATA_DIR="$data/graph" \
+  "$BIN_DIR/umcp-graph" 2>"$work/graph.log" &
 pids+=($!)
-wait_port "$gw_port"
+wait_for "graph" listening "$graph_port"
+env "${common[@]}" UMCP_LISTEN="127.0.0.1:$gw_port" \
+  UMCP_BACKENDS__AUTH="http://127.0.0.1:$auth_port" UMCP_BACKENDS__GRAPH="http://127.0.0.1:$graph_port" \
+  UMCP_BACKENDS__EXECUTION= UMCP_BACKENDS__AUDIT= UMCP_HEALTH_INTERVAL_MS=200 \
+  "$BIN_DIR/umcp-gateway" 2>"$work/gateway.log" &
+pids+=($!)
+wait_for "gateway" listening "$gw_port"
 sleep 0.5 # one health round, so the README's health check sees SERVING
 
-# Extract (expectation, command) pairs from README.md.
-python3 - "$work/cases" <<'PY'
-import re, sys, json
+# Patterns are quoted with " or ' (use ' when the pattern holds a ").
+# README.md → one script: each case runs in this shell (braces, not a subshell) and is checked.
+python3 - "$work/cases.sh" "$GRPCURL" "$gw_port" "$data" <<'PY'
+import re, sys, shlex
+out, grpcurl, port, data = sys.argv[1:5]
 text = open("README.md").read()
-cases = []
-for m in re.finditer(r'<!-- e2e (expect|expect-fail)="([^"]*)" -->\s*```(?:sh|bash)\n(.*?)```', text, re.S):
-    kind, pattern, body = m.groups()
-    cases.append({"kind": kind, "pattern": pattern, "command": body.strip()})
-json.dump(cases, open(sys.argv[1], "w"))
-print(f"e2e: {len(cases)} README commands", file=sys.stderr)
-if len(cases) < 5:
-    sys.exit("e2e: expected at least 5 marked grpcurl commands in README.md")
+cases = [(k, dq if q.startswith('"') else sq, body) for k, q, dq, sq, body in
+         re.findall(r'<!-- e2e (expect|expect-fail)=((?=")"([^"]*)"|(?=\')\'([^\']*)\') -->\s*```(?:sh|bash)\n(.*?)```', text, re.S)]
+if len(cases) < 8:
+    sys.exit(f"e2e: expected at least 8 marked command blocks in README.md, found {len(cases)}")
+lines = ["passed=0; failed=0", "check() { # kind pattern rc file",
+         '  if { [ "$1" = expect ] && [ "$3" = 0 ]; } || { [ "$1" = expect-fail ] && [ "$3" != 0 ]; }; then',
+         '    if [ -z "$2" ] || grep -qF -- "$2" "$4"; then passed=$((passed+1)); echo "e2e: ok   $5"; return; fi; fi',
+         '  failed=$((failed+1)); echo "e2e: FAIL $5 ($1 \\"$2\\", exit $3)"; head -30 "$4"; }']
+for i, (kind, pattern, body) in enumerate(cases):
+    body = body.replace("localhost:50051", f"127.0.0.1:{port}").replace("data/", f"{data}/")
+    body = re.sub(r'(^|[\s(])grpcurl ', lambda m: m.group(1) + grpcurl + " ", body)
+    title = " ".join(body.split())[:90].replace(grpcurl, "grpcurl").replace("'", "")
+    lines.append(f"{{\n{body}\n}} > out.{i} 2>&1; check {shlex.quote(kind)} {shlex.quote(pattern)} $? out.{i} {shlex.quote(title)}")
+lines.append('echo "grpcurl: $passed passed, $failed failed"')
+lines.append('[ "$failed" = 0 ]')
+open(out, "w").write("\n".join(lines) + "\n")
+print(f"e2e: {len(cases)} README command blocks", file=sys.stderr)
 PY
-
-passed=0
-failed=0
-count=$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))))' "$work/cases")
-for i in $(seq 0 $((count - 1))); do
-  kind=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[int(sys.argv[2])]["kind"])' "$work/cases" "$i")
-  pattern=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[int(sys.argv[2])]["pattern"])' "$work/cases" "$i")
-  python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[int(sys.argv[2])]["command"])' "$work/cases" "$i" \
-    | sed -e "s#^grpcurl #$GRPCURL #" -e "s#localhost:50051#127.0.0.1:$gw_port#g" > "$work/cmd.sh"
-  set +e
-  output=$(bash "$work/cmd.sh" 2>&1)
-  rc=$?
-  set -e
-  ok=0
-  if [ "$kind" = expect ] && [ $rc -eq 0 ] && grep -qF -- "$pattern" <<<"$output"; then ok=1; fi
-  if [ "$kind" = expect-fail ] && [ $rc -ne 0 ] && grep -qF -- "$pattern" <<<"$output"; then ok=1; fi
-  if [ $ok = 1 ]; then
-    passed=$((passed + 1)); echo "e2e: ok   $(head -c 100 "$work/cmd.sh" | head -1)"
-  else
-    failed=$((failed + 1)); echo "e2e: FAIL ($kind \"$pattern\", exit $rc): $(cat "$work/cmd.sh")"; echo "$output" | head -30
-  fi
-done
-echo "grpcurl: $passed passed, $failed failed"
-[ "$failed" = 0 ]
+cd "$work" && set +e && bash "$work/cases.sh"

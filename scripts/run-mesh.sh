@@ -20,7 +20,8 @@ stop() {
     wait "${pids[@]}" 2>/dev/null || true
   fi
 }
-trap stop INT TERM EXIT
+trap 'stop; exit 0' INT TERM
+trap stop EXIT
 
 start() { # name, then env assignments
   local name=$1; shift
@@ -38,23 +39,39 @@ wait_port() { # port: wait until something listens (the gateway reports health o
   return 1
 }
 
-start graph UMCP_LISTEN=127.0.0.1:50053 UMCP_DATA_DIR="$DATA_ROOT/graph"
+# Auth first: it writes the service account's API key, which every other process uses to
+# follow revocations (and, later, for its own calls).
+key_file="$DATA_ROOT/service-api-key.txt"
+start auth UMCP_LISTEN=127.0.0.1:50052 UMCP_DATA_ROOT="$DATA_ROOT" UMCP_TRUST_FORWARDED_FOR=true \
+  UMCP_BOOTSTRAP_SERVICE_KEY_FILE="$key_file"
+wait_port 50052
+for _ in $(seq 1 100); do [ -s "$key_file" ] && break; sleep 0.1; done
+common=(UMCP_AUTH__URL=http://127.0.0.1:50052 UMCP_AUTH__API_KEY_FILE="$key_file")
+
+start graph "${common[@]}" UMCP_LISTEN=127.0.0.1:50053 UMCP_DATA_DIR="$DATA_ROOT/graph"
 wait_port 50053
+execution_url=
 if [ -x "$BIN_DIR/umcp-execution" ]; then
-  start execution UMCP_LISTEN=127.0.0.1:50054
+  start execution "${common[@]}" UMCP_LISTEN=127.0.0.1:50054
   wait_port 50054
   execution_url=http://127.0.0.1:50054
-else
-  execution_url=
 fi
-# Services that do not exist yet are disabled in the gateway (their calls answer UNAVAILABLE
-# with a message saying so) instead of being reported as down.
-start gateway UMCP_LISTEN=127.0.0.1:50051 \
+audit_url=
+if [ -x "$BIN_DIR/umcp-audit" ]; then
+  start audit "${common[@]}" UMCP_LISTEN=127.0.0.1:50055 UMCP_DATA_DIR="$DATA_ROOT/audit"
+  wait_port 50055
+  audit_url=http://127.0.0.1:50055
+fi
+# A service whose binary is not built is disabled in the gateway (its calls answer UNAVAILABLE
+# saying so) instead of being reported as down.
+start gateway "${common[@]}" UMCP_LISTEN=127.0.0.1:50051 \
+  UMCP_BACKENDS__AUTH=http://127.0.0.1:50052 \
   UMCP_BACKENDS__GRAPH=http://127.0.0.1:50053 \
   UMCP_BACKENDS__EXECUTION="$execution_url" \
-  UMCP_BACKENDS__AUTH= UMCP_BACKENDS__AUDIT=
+  UMCP_BACKENDS__AUDIT="$audit_url"
 wait_port 50051
-echo "run-mesh: gateway on 127.0.0.1:50051 — try: grpcurl -plaintext localhost:50051 list (Ctrl-C stops)" >&2
+echo "run-mesh: gateway on 127.0.0.1:50051; admin password: $DATA_ROOT/bootstrap-admin.txt (first start only)" >&2
+echo "run-mesh: try: grpcurl -plaintext localhost:50051 list   (Ctrl-C stops everything)" >&2
 
 # Exit (and stop the others) as soon as any process exits.
 set +e

@@ -15,10 +15,13 @@ use http::{Request, Response};
 use tonic::Status;
 use tonic::body::Body;
 use tonic::service::Routes;
+use tonic::transport::server::TcpConnectInfo;
 use tower::{Service, ServiceExt};
 use umcp_rpc::deadline;
 
 use crate::routes::{Backend, Route, RouteTable};
+
+const FORWARDED_FOR: &str = "x-forwarded-for";
 
 /// Routes each request to the gateway's own services or a backend.
 #[derive(Debug, Clone)]
@@ -104,6 +107,16 @@ async fn forward(
             "service `{}` is not enabled on this gateway (backends.{} is empty)",
             backend.service, backend.name
         )));
+    };
+    // The backend sees the real client address (auth throttles failed logins per address);
+    // a client-supplied value is replaced, never trusted.
+    let peer = request
+        .extensions()
+        .get::<TcpConnectInfo>()
+        .and_then(TcpConnectInfo::remote_addr);
+    match peer.and_then(|addr| http::HeaderValue::from_str(&addr.ip().to_string()).ok()) {
+        Some(value) => request.headers_mut().insert(FORWARDED_FOR, value),
+        None => request.headers_mut().remove(FORWARDED_FOR),
     };
     let deadline = match deadline::from_headers(request.headers(), received) {
         Ok(deadline) => deadline,
