@@ -39,12 +39,26 @@ pub enum KeyError {
 
 type KeyMap = HashMap<String, VerifyingKey>;
 
+/// Unknown-kid fetches allowed in a burst; one more is earned every `min_refetch`.
+const UNKNOWN_KID_BURST: f64 = 3.0;
+
+/// Fetch bookkeeping, behind the single-flight lock.
+#[derive(Debug)]
+struct FetchState {
+    /// When the last fetch finished.
+    last_done: Option<Instant>,
+    /// Token bucket for fetches caused by unknown kids (periodic refreshes do not use it, so
+    /// they can never starve the fetch that learns a freshly rotated key).
+    tokens: f64,
+    refilled: Instant,
+}
+
 /// See the module docs.
 pub struct JwksCache {
     source: Arc<dyn KeySource>,
     keys: RwLock<Arc<KeyMap>>,
-    /// Held while fetching (single flight); holds the time of the last fetch attempt.
-    fetching: tokio::sync::Mutex<Option<Instant>>,
+    /// Held while fetching: concurrent misses wait for one fetch instead of starting their own.
+    fetching: tokio::sync::Mutex<FetchState>,
     min_refetch: Duration,
 }
 
@@ -64,7 +78,11 @@ impl JwksCache {
         Self {
             source,
             keys: RwLock::new(Arc::new(HashMap::new())),
-            fetching: tokio::sync::Mutex::new(None),
+            fetching: tokio::sync::Mutex::new(FetchState {
+                last_done: None,
+                tokens: UNKNOWN_KID_BURST,
+                refilled: Instant::now(),
+            }),
             min_refetch,
         }
     }
@@ -92,19 +110,32 @@ impl JwksCache {
         }
     }
 
-    /// Fetches the set now (periodic refresh: `force` skips the rate limit). On failure the
-    /// last good set stays.
+    /// Fetches the set now. `force` (periodic refresh, a known rotation) skips the rate limit
+    /// that bounds fetches caused by unknown kids. On failure the last good set stays.
     pub async fn refetch(&self, force: bool) {
         let started = Instant::now();
-        let mut last = self.fetching.lock().await;
-        // Another task fetched while we waited for the lock: its result is fresh enough.
-        if let Some(at) = *last
-            && (at >= started || (!force && at.elapsed() < self.min_refetch))
-        {
+        let mut state = self.fetching.lock().await;
+        // Another task fetched while we waited for the lock: its result is as fresh as ours.
+        if state.last_done.is_some_and(|done| done >= started) {
             return;
         }
-        *last = Some(Instant::now());
-        match self.source.fetch().await {
+        if !force {
+            let now = Instant::now();
+            let earned = if self.min_refetch.is_zero() {
+                UNKNOWN_KID_BURST
+            } else {
+                now.duration_since(state.refilled).as_secs_f64() / self.min_refetch.as_secs_f64()
+            };
+            state.tokens = (state.tokens + earned).min(UNKNOWN_KID_BURST);
+            state.refilled = now;
+            if state.tokens < 1.0 {
+                return;
+            }
+            state.tokens -= 1.0;
+        }
+        let result = self.source.fetch().await;
+        state.last_done = Some(Instant::now());
+        match result {
             Ok(jwks) => {
                 let parsed = parse_jwks(&jwks);
                 if parsed.is_empty() {
