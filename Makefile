@@ -14,7 +14,7 @@ export UMCP_PYTHON := $(CURDIR)/$(VENV)/bin/python
 .PHONY: run build test test-rust test-e2e lint fmt clippy proto-lint bench tools venv buf clean
 
 ## run: build the binaries and start gateway + services in the foreground
-run: build
+run: build venv
 	scripts/run-mesh.sh
 
 build:

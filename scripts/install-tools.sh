@@ -24,11 +24,15 @@ case "${1:-}" in
     npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@1.75.0 >/dev/null
     ;;
   venv)
-    need python3 || apt_install python3 python3-venv
+    # The venv must be built by the interpreter the sandbox runs (/usr/bin/python3, not a
+    # pyenv shim): pytest is imported from its site-packages inside the sandbox.
+    [ -x /usr/bin/python3 ] || apt_install python3
     if [ ! -x .venv/bin/python ]; then
-      python3 -m venv .venv || { apt_install python3-venv && python3 -m venv .venv; }
+      /usr/bin/python3 -m venv .venv || { apt_install python3-venv && /usr/bin/python3 -m venv .venv; }
     fi
     .venv/bin/python -m pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
+    # shellcheck is optional for the service (Lint says which linters ran) but tested.
+    need shellcheck || apt_install shellcheck || echo "install-tools: shellcheck missing; bash lint will skip it" >&2
     touch .venv/.installed
     ;;
   *)

@@ -1,1 +1,120 @@
-//! Sandboxed code execution, lint, tests and template rendering.
+//! Sandboxed code execution, lint, tests and template rendering (`umcp.execution.v1`).
+//!
+//! [`sandbox`] runs untrusted programs; [`service::ExecutionService`] holds the domain logic
+//! (validation, admission control, idempotency, lint/tests/templates); [`grpc`] adapts it to
+//! the wire; [`run`] serves it.
+
+pub mod admission;
+pub mod config;
+pub mod error;
+pub mod grpc;
+pub mod idempotency;
+pub mod identity;
+mod lint;
+pub mod model;
+mod pytest;
+pub mod runtime;
+pub mod sandbox;
+pub mod service;
+pub mod sink;
+pub mod template;
+pub mod validate;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tonic::service::Routes;
+use umcp_proto::execution::v1::execution_service_server::ExecutionServiceServer;
+
+pub use config::ExecutionConfig;
+use sandbox::{NamespaceSandbox, Sandbox, SandboxOptions};
+pub use service::ExecutionService;
+
+/// Builds the sandbox the configuration asks for, refusing weak isolation unless the insecure
+/// development flag is set.
+pub fn build_sandbox(config: &ExecutionConfig) -> anyhow::Result<NamespaceSandbox> {
+    if config.insecure_allow_weak_sandbox {
+        tracing::warn!(
+            "INSECURE: insecure_allow_weak_sandbox is set; without root or without cgroups, untrusted \
+             code runs WITHOUT memory and process limits (rootless: in user namespaces). never use \
+             this in production"
+        );
+    }
+    let options = SandboxOptions {
+        slots: config.max_concurrent,
+        uid_base: config.uid_base,
+        cgroup_mode: config.cgroup,
+        allow_without_cgroups: config.insecure_allow_weak_sandbox,
+    };
+    NamespaceSandbox::new(options).map_err(|why| {
+        anyhow::anyhow!(
+            "refusing to start: this host cannot isolate untrusted code: {why}. \
+             (for development only, UMCP_INSECURE_ALLOW_WEAK_SANDBOX=true starts without cgroup \
+             limits, rootless when not root)"
+        )
+    })
+}
+
+/// Largest response: two full output streams plus framing.
+fn max_response_bytes(config: &ExecutionConfig) -> usize {
+    let out = usize::try_from(config.max_limits.output_bytes).unwrap_or(usize::MAX / 4);
+    out.saturating_mul(2)
+        .saturating_add(1 << 20)
+        .max(umcp_rpc::MAX_MESSAGE_BYTES)
+}
+
+/// Serves the execution service on `listener` until `shutdown` completes, verifying tokens with
+/// the auth service of `config.auth`.
+///
+/// # Errors
+/// When the host cannot isolate untrusted code, a tool is missing, or the server fails.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    config: ExecutionConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let auth = umcp_authz::AuthClient::start(&config.auth)?;
+    let verifier = Arc::clone(&auth.verifier);
+    run_with(listener, config, verifier, shutdown).await
+}
+
+/// [`run`] with the token verifier given (tests bring their own issuer).
+///
+/// # Errors
+/// See [`run`].
+pub async fn run_with(
+    listener: tokio::net::TcpListener,
+    config: ExecutionConfig,
+    verifier: Arc<umcp_authz::Verifier>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let sandbox = build_sandbox(&config)?;
+    let info = sandbox.info();
+    let response_limit = max_response_bytes(&config);
+    let service = ExecutionService::new(config, Arc::new(sandbox), None)
+        .await
+        .map_err(|e| anyhow::anyhow!("refusing to start: {e}"))?;
+    let rt = service.runtimes();
+    tracing::info!(
+        backend = info.backend,
+        cgroups = %info.cgroups,
+        slots = info.slots,
+        languages = ?rt.languages.iter().map(|l| l.version.as_str()).collect::<Vec<_>>(),
+        ruff = ?rt.ruff.as_ref().map(|t| &t.version),
+        shellcheck = ?rt.shellcheck.as_ref().map(|t| &t.version),
+        pytest = ?rt.pytest.as_ref().map(|t| &t.version),
+        "execution service ready"
+    );
+    let grpc = grpc::GrpcExecution::new(Arc::new(service));
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_serving::<ExecutionServiceServer<grpc::GrpcExecution>>()
+        .await;
+    let svc = ExecutionServiceServer::new(grpc)
+        .max_decoding_message_size(umcp_rpc::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(response_limit);
+    let routes = Routes::new(health).add_service(svc);
+    let auth = umcp_authz::AuthLayer::new(verifier);
+    umcp_rpc::serve_with_auth("execution", listener, routes, auth, shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,279 @@
+//! Typed configuration of the execution service, with defaults and validation.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::sandbox::RunLimits;
+use crate::sandbox::cgroup::CgroupMode;
+
+/// Per-request limits: what a request gets when it names none, and the most it may ask for.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitBounds {
+    pub wall_time_ms: u64,
+    pub cpu_time_ms: u64,
+    pub memory_bytes: u64,
+    pub max_processes: u32,
+    pub output_bytes: u64,
+    pub file_size_bytes: u64,
+    pub open_files: u32,
+    pub tmp_bytes: u64,
+}
+
+impl LimitBounds {
+    /// Documented defaults (see `Limits` in execution.proto).
+    pub fn defaults() -> Self {
+        Self {
+            wall_time_ms: 10_000,
+            cpu_time_ms: 5_000,
+            memory_bytes: 256 << 20,
+            max_processes: 32,
+            output_bytes: 1 << 20,
+            file_size_bytes: 16 << 20,
+            open_files: 64,
+            tmp_bytes: 64 << 20,
+        }
+    }
+
+    /// Documented maxima.
+    pub fn maxima() -> Self {
+        Self {
+            wall_time_ms: 60_000,
+            cpu_time_ms: 30_000,
+            memory_bytes: 1 << 30,
+            max_processes: 256,
+            output_bytes: 8 << 20,
+            file_size_bytes: 64 << 20,
+            open_files: 1024,
+            tmp_bytes: 256 << 20,
+        }
+    }
+
+    pub fn to_run_limits(&self) -> RunLimits {
+        RunLimits {
+            wall_time: Duration::from_millis(self.wall_time_ms),
+            cpu_time: Duration::from_millis(self.cpu_time_ms),
+            memory_bytes: self.memory_bytes,
+            max_processes: self.max_processes,
+            output_bytes: self.output_bytes,
+            file_size_bytes: self.file_size_bytes,
+            open_files: self.open_files,
+            tmp_bytes: self.tmp_bytes,
+        }
+    }
+
+    /// Field-wise `self <= other`, naming the first field that is larger.
+    fn check_within(&self, other: &Self) -> Result<(), String> {
+        let pairs: [(&str, u64, u64); 8] = [
+            ("wall_time_ms", self.wall_time_ms, other.wall_time_ms),
+            ("cpu_time_ms", self.cpu_time_ms, other.cpu_time_ms),
+            ("memory_bytes", self.memory_bytes, other.memory_bytes),
+            (
+                "max_processes",
+                self.max_processes.into(),
+                other.max_processes.into(),
+            ),
+            ("output_bytes", self.output_bytes, other.output_bytes),
+            (
+                "file_size_bytes",
+                self.file_size_bytes,
+                other.file_size_bytes,
+            ),
+            (
+                "open_files",
+                self.open_files.into(),
+                other.open_files.into(),
+            ),
+            ("tmp_bytes", self.tmp_bytes, other.tmp_bytes),
+        ];
+        for (name, mine, theirs) in pairs {
+            if mine == 0 || mine > theirs {
+                return Err(format!(
+                    "limit {name} = {mine} must be between 1 and {theirs}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Default for LimitBounds {
+    fn default() -> Self {
+        Self::defaults()
+    }
+}
+
+/// Configuration of the execution service (`UMCP_EXECUTION_*` / `[execution]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExecutionConfig {
+    /// gRPC listen address.
+    pub listen: String,
+    pub log: umcp_telemetry::LogConfig,
+    /// Token verification (`UMCP_AUTH__URL`, `UMCP_AUTH__API_KEY`, `UMCP_AUTH__JWKS_FILE`, …).
+    pub auth: umcp_authz::AuthClientConfig,
+    /// Sandboxes running at once (also the number of sandbox slots).
+    pub max_concurrent: usize,
+    /// Requests allowed to wait for a slot; more are refused at once.
+    pub max_queue: usize,
+    /// How long a request may wait for a slot.
+    pub queue_timeout_ms: u64,
+    /// Concurrent sandbox runs (running or queued) of one user.
+    pub max_per_user: usize,
+    pub default_limits: LimitBounds,
+    pub max_limits: LimitBounds,
+    /// UID/GID of sandbox slot 0 (slot i runs as uid_base + i).
+    pub uid_base: u32,
+    pub cgroup: CgroupMode,
+    /// DEVELOPMENT ONLY: start even when the host cannot enforce memory and process limits.
+    pub insecure_allow_weak_sandbox: bool,
+    pub python: PathBuf,
+    pub node: PathBuf,
+    pub bash: PathBuf,
+    /// Python virtual environment holding the tools (ruff, pytest). Found by path, never
+    /// through PATH (pyenv shims there are bash scripts that would run on the host).
+    pub tools_venv: PathBuf,
+    pub shellcheck: PathBuf,
+    /// Idempotency keys are remembered this long (per user).
+    pub idempotency_ttl_secs: u64,
+    pub idempotency_max_entries: usize,
+    /// Total size of stored results (outputs included); the oldest keys are forgotten first.
+    pub idempotency_max_bytes: u64,
+}
+
+impl Default for ExecutionConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:50054".into(),
+            log: umcp_telemetry::LogConfig::default(),
+            auth: umcp_authz::AuthClientConfig::default(),
+            max_concurrent: 8,
+            max_queue: 64,
+            queue_timeout_ms: 10_000,
+            max_per_user: 4,
+            default_limits: LimitBounds::defaults(),
+            max_limits: LimitBounds::maxima(),
+            uid_base: 60_000,
+            cgroup: CgroupMode::Auto,
+            insecure_allow_weak_sandbox: false,
+            python: "/usr/bin/python3".into(),
+            node: "/usr/bin/node".into(),
+            bash: "/usr/bin/bash".into(),
+            tools_venv: ".venv".into(),
+            shellcheck: "/usr/bin/shellcheck".into(),
+            idempotency_ttl_secs: 24 * 3600,
+            idempotency_max_entries: 10_000,
+            idempotency_max_bytes: 256 << 20,
+        }
+    }
+}
+
+impl ExecutionConfig {
+    /// Checks cross-field rules; the message names the field and what is allowed.
+    pub fn check(&self) -> Result<(), String> {
+        if !(1..=1024).contains(&self.max_concurrent) {
+            return Err(format!(
+                "max_concurrent = {} must be between 1 and 1024",
+                self.max_concurrent
+            ));
+        }
+        if self.max_per_user == 0 {
+            return Err("max_per_user must be at least 1".into());
+        }
+        if self.queue_timeout_ms == 0 {
+            return Err("queue_timeout_ms must be at least 1".into());
+        }
+        if self.uid_base < 1000
+            || u64::from(self.uid_base) + self.max_concurrent as u64 > 0xFFFF_FFFE
+        {
+            return Err(format!(
+                "uid_base = {} must be at least 1000 and leave room for every slot",
+                self.uid_base
+            ));
+        }
+        self.max_limits.check_within(&LimitBounds {
+            wall_time_ms: u64::MAX,
+            cpu_time_ms: u64::MAX,
+            memory_bytes: u64::MAX,
+            max_processes: u32::MAX,
+            output_bytes: u64::MAX,
+            file_size_bytes: u64::MAX,
+            open_files: u32::MAX,
+            tmp_bytes: u64::MAX,
+        })?;
+        if self.max_limits.max_processes < 8 {
+            return Err(
+                "max_limits.max_processes must be at least 8 (interpreters start helper threads)"
+                    .into(),
+            );
+        }
+        self.default_limits
+            .check_within(&self.max_limits)
+            .map_err(|e| format!("default_limits: {e} (the configured maximum)"))?;
+        for (name, path) in [
+            ("python", &self.python),
+            ("node", &self.node),
+            ("bash", &self.bash),
+        ] {
+            if !path.is_absolute() {
+                return Err(format!(
+                    "{name} = {} must be an absolute path",
+                    path.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl umcp_config::Validate for ExecutionConfig {
+    fn validate(&self) -> Vec<String> {
+        let mut problems = self.log.problems();
+        problems.extend(self.auth.problems());
+        if let Err(e) = self.check() {
+            problems.push(e);
+        }
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            problems.push(format!(
+                "listen (UMCP_LISTEN) `{}` must be an address like 127.0.0.1:50054",
+                self.listen
+            ));
+        }
+        problems
+    }
+}
+
+impl umcp_rpc::process::ProcessConfig for ExecutionConfig {
+    fn log(&self) -> &umcp_telemetry::LogConfig {
+        &self.log
+    }
+
+    fn listen(&self) -> &str {
+        &self.listen
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_within_maxima() {
+        ExecutionConfig::default().check().expect("defaults valid");
+    }
+
+    #[test]
+    fn defaults_above_maxima_are_rejected_with_the_field_name() {
+        let mut c = ExecutionConfig::default();
+        c.default_limits.memory_bytes = c.max_limits.memory_bytes + 1;
+        let err = c.check().unwrap_err();
+        assert!(err.contains("memory_bytes"), "{err}");
+        let c = ExecutionConfig {
+            python: "python3".into(),
+            ..ExecutionConfig::default()
+        };
+        assert!(c.check().unwrap_err().contains("absolute"));
+    }
+}

@@ -1,0 +1,356 @@
+//! The execution service's domain logic: validation, admission, idempotency and sandbox runs.
+//! Lint, tests and templates live in their own modules as further `impl` blocks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use crate::admission::Admission;
+use crate::config::ExecutionConfig;
+use crate::error::ExecError;
+use crate::idempotency::IdempotencyStore;
+use crate::model::{ExecuteInput, ExecutionResult, Language, RunStatus, StreamEvent};
+use crate::runtime::{self, Runtimes};
+use crate::sandbox::{Chunk, RunOutput, RunSpec, Sandbox, SandboxError, SandboxFile, Termination};
+use crate::sink::{Activity, ResultSink};
+
+/// Largest output chunk sent to a streaming client.
+pub const MAX_CHUNK: usize = 64 * 1024;
+
+#[derive(Debug)]
+pub struct ExecutionService {
+    pub(crate) config: ExecutionConfig,
+    pub(crate) sandbox: Arc<dyn Sandbox>,
+    pub(crate) admission: Admission,
+    idempotency: IdempotencyStore<ExecutionResult>,
+    pub(crate) runtimes: Runtimes,
+    sink: Option<Arc<dyn ResultSink>>,
+}
+
+pub(crate) fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+pub(crate) fn sha256_hex(data: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(data))
+}
+
+impl ExecutionService {
+    /// Probes the runtimes through `sandbox` (a failing self-test refuses to start).
+    pub async fn new(
+        config: ExecutionConfig,
+        sandbox: Arc<dyn Sandbox>,
+        sink: Option<Arc<dyn ResultSink>>,
+    ) -> Result<Self, String> {
+        config.check()?;
+        let runtimes = runtime::probe(sandbox.as_ref(), &config).await?;
+        if runtimes.languages.is_empty() {
+            return Err(
+                "no interpreter (python, node, bash) is installed at the configured paths".into(),
+            );
+        }
+        Ok(Self {
+            admission: Admission::new(
+                config.max_concurrent,
+                config.max_queue,
+                Duration::from_millis(config.queue_timeout_ms),
+                config.max_per_user,
+            ),
+            idempotency: IdempotencyStore::new(
+                Duration::from_secs(config.idempotency_ttl_secs),
+                config.idempotency_max_entries,
+                usize::try_from(config.idempotency_max_bytes).unwrap_or(usize::MAX),
+            ),
+            config,
+            sandbox,
+            runtimes,
+            sink,
+        })
+    }
+
+    pub fn runtimes(&self) -> &Runtimes {
+        &self.runtimes
+    }
+
+    pub(crate) fn interpreter(&self, language: Language) -> Result<&str, ExecError> {
+        self.runtimes.interpreter(language).ok_or_else(|| {
+            let installed: Vec<&str> = self
+                .runtimes
+                .languages
+                .iter()
+                .map(|l| l.language.name())
+                .collect();
+            ExecError::FailedPrecondition(format!(
+                "{} is not installed on this server; installed: {}",
+                language.name(),
+                installed.join(", ")
+            ))
+        })
+    }
+
+    pub(crate) fn report(&self, user: &str, activity: Activity) {
+        if let Activity::Execution {
+            language, result, ..
+        } = &activity
+        {
+            tracing::info!(
+                user,
+                language = language.name(),
+                id = %result.id,
+                status = ?result.status,
+                exit_code = result.exit_code,
+                wall_ms = result.wall_time.as_millis() as u64,
+                cpu_ms = result.cpu_time.as_millis() as u64,
+                peak_memory_bytes = result.peak_memory_bytes,
+                "execution finished"
+            );
+        }
+        if let Some(sink) = &self.sink {
+            let sink = Arc::clone(sink);
+            let user = user.to_owned();
+            tokio::spawn(async move {
+                if let Err(e) = sink.record(&user, activity).await {
+                    tracing::warn!(error = %e, "result sink failed");
+                }
+            });
+        }
+    }
+
+    /// Validates the request and builds the sandbox run, plus the request's fingerprint.
+    fn prepare(&self, input: &ExecuteInput) -> Result<(RunSpec, [u8; 32]), ExecError> {
+        crate::validate::execute(input)?;
+        let interpreter = self.interpreter(input.language)?.to_owned();
+        let limits = crate::validate::limits(
+            &input.limits,
+            &self.config.default_limits,
+            &self.config.max_limits,
+        )?;
+        let files = vec![SandboxFile {
+            path: input.language.main_file().into(),
+            contents: input.code.clone().into_bytes(),
+        }];
+        let mut spec = runtime::spec(
+            &interpreter,
+            runtime::program_args(input.language, &limits, &input.args),
+            files,
+            limits,
+        );
+        spec.stdin = input.stdin.clone();
+        let mut h = Sha256::new();
+        h.update(input.language.name());
+        for part in [input.code.as_bytes(), &input.stdin] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+        for a in &input.args {
+            h.update((a.len() as u64).to_le_bytes());
+            h.update(a.as_bytes());
+        }
+        h.update(format!("{limits:?}"));
+        Ok((spec, h.finalize().into()))
+    }
+
+    /// Admits `user` and runs `spec`, mapping sandbox failures to results or errors.
+    pub(crate) async fn run_admitted(
+        &self,
+        user: &str,
+        spec: RunSpec,
+        chunks: Option<mpsc::Sender<Chunk>>,
+    ) -> Result<Result<RunOutput, SandboxError>, ExecError> {
+        let _ticket = self.admission.admit(user).await?;
+        match self.sandbox.run(spec, chunks).await {
+            Err(SandboxError::Invalid(m)) => Err(ExecError::InvalidArgument(m)),
+            Err(SandboxError::Cancelled) => Err(ExecError::Cancelled),
+            other => Ok(other),
+        }
+    }
+
+    /// Runs code and returns the whole result.
+    pub async fn execute(
+        &self,
+        user: &str,
+        input: ExecuteInput,
+    ) -> Result<ExecutionResult, ExecError> {
+        let (spec, fingerprint) = self.prepare(&input)?;
+        let run = || async {
+            let outcome = self.run_admitted(user, spec, None).await?;
+            let result = to_result(outcome);
+            self.report(
+                user,
+                Activity::Execution {
+                    language: input.language,
+                    code_sha256: sha256_hex(input.code.as_bytes()),
+                    result: result.clone(),
+                },
+            );
+            Ok(result)
+        };
+        match &input.idempotency_key {
+            None => run().await,
+            Some(key) => {
+                let (mut result, replayed) = self
+                    .idempotency
+                    .run_once(user, key, fingerprint, run)
+                    .await?;
+                result.replayed = replayed;
+                Ok(result)
+            }
+        }
+    }
+
+    /// Starts a streaming run: chunks as produced, then one result (or one error).
+    pub fn execute_stream(
+        self: &Arc<Self>,
+        user: String,
+        input: ExecuteInput,
+    ) -> Result<mpsc::Receiver<Result<StreamEvent, ExecError>>, ExecError> {
+        let (spec, fingerprint) = self.prepare(&input)?;
+        let (tx, rx) = mpsc::channel(32);
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let outcome = this.stream_run(&user, &input, spec, fingerprint, &tx).await;
+            let event = outcome.map(|mut r| {
+                r.stdout.clear();
+                r.stderr.clear();
+                StreamEvent::Result(Box::new(r))
+            });
+            let _ = tx.send(event).await;
+        });
+        Ok(rx)
+    }
+
+    async fn stream_run(
+        &self,
+        user: &str,
+        input: &ExecuteInput,
+        spec: RunSpec,
+        fingerprint: [u8; 32],
+        tx: &mpsc::Sender<Result<StreamEvent, ExecError>>,
+    ) -> Result<ExecutionResult, ExecError> {
+        // With an idempotency key the output is also kept, so a replay can stream it again.
+        let keep = input.idempotency_key.is_some();
+        let run = || async {
+            let (chunk_tx, mut chunk_rx) = mpsc::channel::<Chunk>(16);
+            let forward = async {
+                let (mut out, mut err) = (Vec::new(), Vec::new());
+                while let Some(chunk) = chunk_rx.recv().await {
+                    if keep {
+                        match chunk.stream {
+                            crate::sandbox::StreamKind::Stdout => {
+                                out.extend_from_slice(&chunk.data)
+                            }
+                            crate::sandbox::StreamKind::Stderr => {
+                                err.extend_from_slice(&chunk.data)
+                            }
+                        }
+                    }
+                    let event = StreamEvent::Output {
+                        stream: chunk.stream,
+                        data: chunk.data,
+                    };
+                    if tx.send(Ok(event)).await.is_err() {
+                        // The client is gone: dropping the receiver stops the run.
+                        break;
+                    }
+                }
+                (out, err)
+            };
+            let (outcome, (out, err)) =
+                tokio::join!(self.run_admitted(user, spec, Some(chunk_tx)), forward);
+            let mut result = to_result(outcome?);
+            result.stdout = out;
+            result.stderr = err;
+            self.report(
+                user,
+                Activity::Execution {
+                    language: input.language,
+                    code_sha256: sha256_hex(input.code.as_bytes()),
+                    result: result.clone(),
+                },
+            );
+            Ok(result)
+        };
+        let Some(key) = &input.idempotency_key else {
+            return run().await;
+        };
+        let (mut result, replayed) = self
+            .idempotency
+            .run_once(user, key, fingerprint, run)
+            .await?;
+        result.replayed = replayed;
+        if replayed {
+            for (stream, data) in [
+                (crate::sandbox::StreamKind::Stdout, &result.stdout),
+                (crate::sandbox::StreamKind::Stderr, &result.stderr),
+            ] {
+                for piece in data.chunks(MAX_CHUNK) {
+                    let event = StreamEvent::Output {
+                        stream,
+                        data: piece.to_vec(),
+                    };
+                    if tx.send(Ok(event)).await.is_err() {
+                        return Err(ExecError::Cancelled);
+                    }
+                }
+            }
+        }
+        Ok(result)
+    }
+}
+
+impl crate::idempotency::Weigh for ExecutionResult {
+    fn weight(&self) -> usize {
+        self.stdout.len() + self.stderr.len() + self.id.len() + 128
+    }
+}
+
+pub(crate) fn status_of(t: Termination) -> RunStatus {
+    match t {
+        Termination::Ok => RunStatus::Ok,
+        Termination::RuntimeError => RunStatus::RuntimeError,
+        Termination::Timeout => RunStatus::Timeout,
+        Termination::CpuLimit => RunStatus::CpuLimit,
+        Termination::MemoryLimit => RunStatus::MemoryLimit,
+        Termination::OutputLimit => RunStatus::OutputLimit,
+    }
+}
+
+/// Maps a sandbox outcome to a result; setup failures become SANDBOX_ERROR results (details
+/// are logged, not sent: they describe the host).
+pub(crate) fn to_result(outcome: Result<RunOutput, SandboxError>) -> ExecutionResult {
+    match outcome {
+        Ok(o) => ExecutionResult {
+            id: new_id(),
+            status: status_of(o.termination),
+            exit_code: o.exit_code.unwrap_or(-1),
+            signal: o.signal.unwrap_or(0),
+            stdout: o.stdout,
+            stderr: o.stderr,
+            stdout_truncated: o.stdout_truncated,
+            stderr_truncated: o.stderr_truncated,
+            wall_time: o.wall_time,
+            cpu_time: o.cpu_time,
+            peak_memory_bytes: o.peak_memory_bytes,
+            replayed: false,
+        },
+        Err(e) => {
+            tracing::error!(error = %e, "sandbox failed");
+            ExecutionResult {
+                id: new_id(),
+                status: RunStatus::SandboxError,
+                exit_code: -1,
+                signal: 0,
+                stdout: Vec::new(),
+                stderr: b"the sandbox could not be set up; the code did not run".to_vec(),
+                stdout_truncated: false,
+                stderr_truncated: false,
+                wall_time: Duration::ZERO,
+                cpu_time: Duration::ZERO,
+                peak_memory_bytes: 0,
+                replayed: false,
+            }
+        }
+    }
+}
