@@ -11,6 +11,9 @@
 //! Both processes are the real release binaries, started here on free ports with a throw-away
 //! data directory; rounds alternate direct / gateway so machine noise hits both alike.
 
+// A benchmark reports on stdout.
+#![allow(clippy::print_stdout)]
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;

@@ -29,8 +29,10 @@ use umcp_testkit::{Spawned, authed, eventually, free_port};
 use recording::Recorder;
 
 async fn graph_service(dir: &std::path::Path, issuer: &TestIssuer) -> Spawned {
-    let mut config = umcp_graph::GraphConfig::default();
-    config.data_dir = dir.to_path_buf();
+    let config = umcp_graph::GraphConfig {
+        data_dir: dir.to_path_buf(),
+        ..umcp_graph::GraphConfig::default()
+    };
     let verifier = issuer.verifier();
     Spawned::start(|listener, shutdown| {
         umcp_graph::run_with(listener, config, verifier, shutdown.wait())

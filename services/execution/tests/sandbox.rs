@@ -679,7 +679,7 @@ async fn grpc_round_trip_with_bad_requests_and_list_languages() {
     let s = client.execute(unknown).await.unwrap_err();
     assert_eq!(s.code(), tonic::Code::InvalidArgument);
     assert!(s.message().contains("LANGUAGE_PYTHON"), "{}", s.message());
-    let mut req = tonic::Request::new(pb::ExecuteRequest {
+    let req = tonic::Request::new(pb::ExecuteRequest {
         language: pb::Language::Python as i32,
         code: "print('hi')".into(),
         limits: Some(pb::Limits {

@@ -63,9 +63,11 @@ pub(crate) async fn start_mesh(access_ttl_secs: u64) -> Mesh {
         "auth never wrote the service key"
     );
 
-    let mut graph_config = umcp_graph::GraphConfig::default();
-    graph_config.data_dir = dir.path().join("graph");
-    graph_config.auth = client_config(&auth, &key_file);
+    let graph_config = umcp_graph::GraphConfig {
+        data_dir: dir.path().join("graph"),
+        auth: client_config(&auth, &key_file),
+        ..umcp_graph::GraphConfig::default()
+    };
     let graph = Spawned::start(|l, stop| umcp_graph::run(l, graph_config, stop.wait())).await;
 
     let mut gw_config = umcp_gateway::GatewayConfig::default();
@@ -269,10 +271,10 @@ async fn key_rotation_under_load_fails_no_valid_token() {
             while !stop.load(Ordering::Relaxed) {
                 // Fresh logins during the rotation get tokens signed by the newest key, which
                 // every verifier must learn on first sight of its kid.
-                if (n + worker) % 20 == 0 {
+                if (n + worker).is_multiple_of(20) {
                     token = login(gateway.clone(), "admin", ADMIN_PW).await.access_token;
                 }
-                let target = if n % 2 == 0 {
+                let target = if n.is_multiple_of(2) {
                     gateway.clone()
                 } else {
                     graph.clone()
