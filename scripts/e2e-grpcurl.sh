@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # End to end through the real binaries with the real grpcurl: starts the mesh (auth, graph,
-# gateway) on free ports with a throw-away data directory, then runs every command block of
+# execution, gateway) on free ports with a throw-away data directory, then runs every command block of
 # README.md marked `<!-- e2e expect="..." -->` (output must contain the text, exit 0) or
 # `<!-- e2e expect-fail="..." -->` (must fail and print the text), in order, in ONE shell, so
 # variables set by one block (the token) are seen by the next.
@@ -29,7 +29,7 @@ listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1"); }
 
 data="$work/data"
 mkdir -p "$data"
-auth_port=$(free_port); graph_port=$(free_port); gw_port=$(free_port)
+auth_port=$(free_port); graph_port=$(free_port); exec_port=$(free_port); gw_port=$(free_port)
 key_file="$data/service-api-key.txt"
 common=(UMCP_AUTH__URL="http://127.0.0.1:$auth_port" UMCP_AUTH__API_KEY_FILE="$key_file")
 
@@ -42,9 +42,13 @@ env "${common[@]}" UMCP_LISTEN="127.0.0.1:$graph_port" UMCP_DATA_DIR="$data/grap
   "$BIN_DIR/umcp-graph" 2>"$work/graph.log" &
 pids+=($!)
 wait_for "graph" listening "$graph_port"
+env "${common[@]}" UMCP_LISTEN="127.0.0.1:$exec_port" UMCP_GRAPH_URL="http://127.0.0.1:$graph_port" \
+  "$BIN_DIR/umcp-execution" 2>"$work/execution.log" &
+pids+=($!)
+wait_for "execution" listening "$exec_port"
 env "${common[@]}" UMCP_LISTEN="127.0.0.1:$gw_port" \
   UMCP_BACKENDS__AUTH="http://127.0.0.1:$auth_port" UMCP_BACKENDS__GRAPH="http://127.0.0.1:$graph_port" \
-  UMCP_BACKENDS__EXECUTION= UMCP_BACKENDS__AUDIT= UMCP_HEALTH_INTERVAL_MS=200 \
+  UMCP_BACKENDS__EXECUTION="http://127.0.0.1:$exec_port" UMCP_BACKENDS__AUDIT= UMCP_HEALTH_INTERVAL_MS=200 \
   "$BIN_DIR/umcp-gateway" 2>"$work/gateway.log" &
 pids+=($!)
 wait_for "gateway" listening "$gw_port"
