@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
-# Runs every benchmark with release builds and keeps the raw output in bench-out/.
-# The numbers quoted in BENCHMARKS.md come from this script.
+# Runs every benchmark with release builds, each comparing against its own baseline in the same
+# run, and keeps the raw output in bench-out/. BENCHMARKS.md quotes these numbers.
+# BENCH_SECONDS (default 5) sets the length of each throughput round.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p bench-out
 cargo build --release --bins --examples
-echo "== gateway overhead (GetMetrics direct vs through the gateway)"
-target/release/examples/bench_gateway "${BENCH_SECONDS:-5}" 4 16 | tee bench-out/gateway.txt
-if [ -x target/release/examples/sandbox_bench ]; then
-  echo "== sandbox overhead (python print(1) sandboxed vs bare)"
-  target/release/examples/sandbox_bench | tee bench-out/sandbox.txt
-fi
+bin=target/release/examples
+run() { # name, title, command...
+  local name=$1 title=$2; shift 2
+  echo "== $title"
+  "$@" | tee "bench-out/$name.txt"
+}
+run verify "token verification (EdDSA, JWKS cache, revocation set)" "$bin/bench_verify"
+run gateway "gateway overhead: GetMetrics direct / through the gateway / gateway without auth" \
+  "$bin/bench_gateway" "${BENCH_SECONDS:-5}" 4 16
+run sandbox "sandbox overhead: python print(1) sandboxed vs bare" "$bin/sandbox_bench"
+run execute "end-to-end Execute through the gateway vs direct" "$bin/bench_execute" 200
+[ -x "$bin/bench_breaker" ] && run breaker "circuit breaker: rejection while open, closed overhead" "$bin/bench_breaker"
+[ -x "$bin/audit_bench" ] && run audit "audit: durable append and query on 1M events" "$bin/audit_bench"
+echo "== raw output in bench-out/"
