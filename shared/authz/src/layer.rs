@@ -77,17 +77,65 @@ pub fn gate(path: &str) -> Gate {
     }
 }
 
+/// One authorization decision, as observers see it.
+#[derive(Debug)]
+pub struct Decision<'a> {
+    /// `/package.Service/Method`.
+    pub path: &'a str,
+    /// The request headers (correlation id, peer, user agent for the observer's records).
+    pub headers: &'a http::HeaderMap,
+    /// What happened.
+    pub outcome: Outcome<'a>,
+}
+
+/// The outcome of a decision.
+#[derive(Debug)]
+pub enum Outcome<'a> {
+    /// The caller may call the method.
+    Granted(&'a Principal),
+    /// Valid token, missing permission.
+    Denied(&'a Principal, crate::permissions::Permission),
+    /// No valid token.
+    Unauthenticated(&'a AuthError),
+}
+
+/// Receives every decision of an [`AuthLayer`] on a protected method (audit events). Must not
+/// block: it runs on the request path.
+pub trait AuthObserver: Send + Sync + 'static {
+    /// Called once per protected request, before the answer is sent or the call proceeds.
+    fn decided(&self, decision: &Decision<'_>);
+}
+
 /// Layer adding [`AuthService`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AuthLayer {
     verifier: Arc<Verifier>,
+    observer: Option<Arc<dyn AuthObserver>>,
+}
+
+impl std::fmt::Debug for AuthLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthLayer")
+            .field("observed", &self.observer.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl AuthLayer {
     /// Enforces the table with `verifier`.
     #[must_use]
     pub fn new(verifier: Arc<Verifier>) -> Self {
-        Self { verifier }
+        Self {
+            verifier,
+            observer: None,
+        }
+    }
+
+    /// Also reports every decision to `observer`.
+    #[must_use]
+    pub fn observed(mut self, observer: Arc<dyn AuthObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 }
 
@@ -98,15 +146,23 @@ impl<S> Layer<S> for AuthLayer {
         AuthService {
             inner,
             verifier: Arc::clone(&self.verifier),
+            observer: self.observer.clone(),
         }
     }
 }
 
 /// See the module docs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AuthService<S> {
     inner: S,
     verifier: Arc<Verifier>,
+    observer: Option<Arc<dyn AuthObserver>>,
+}
+
+impl<S> std::fmt::Debug for AuthService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthService").finish_non_exhaustive()
+    }
 }
 
 type BoxFuture<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
@@ -141,6 +197,7 @@ where
             Gate::Protected(requirement) => requirement,
         };
         let verifier = Arc::clone(&self.verifier);
+        let observer = self.observer.clone();
         Box::pin(async move {
             let header = request
                 .headers()
@@ -148,11 +205,15 @@ where
                 .map(|v| v.to_str().unwrap_or("\u{fffd}"));
             let principal = match verifier.verify_header(header).await {
                 Ok(principal) => principal,
-                Err(error) => return Ok(reject(&error).into_http()),
+                Err(error) => {
+                    observe(observer.as_deref(), &request, Outcome::Unauthenticated(&error));
+                    return Ok(reject(&error).into_http());
+                }
             };
             if let Requirement::Permission(permission) = requirement
                 && !principal.has(permission)
             {
+                observe(observer.as_deref(), &request, Outcome::Denied(&principal, permission));
                 let status = Status::permission_denied(format!(
                     "permission `{permission}` is required for {}; the caller's roles ({}) do not grant it",
                     request.uri().path(),
@@ -160,10 +221,21 @@ where
                 ));
                 return Ok(status.into_http());
             }
+            observe(observer.as_deref(), &request, Outcome::Granted(&principal));
             tracing::Span::current().record("user_id", principal.user_id.as_str());
             request.extensions_mut().insert(principal);
             inner.call(request).await
         })
+    }
+}
+
+fn observe<B>(observer: Option<&dyn AuthObserver>, request: &Request<B>, outcome: Outcome<'_>) {
+    if let Some(observer) = observer {
+        observer.decided(&Decision {
+            path: request.uri().path(),
+            headers: request.headers(),
+            outcome,
+        });
     }
 }
 

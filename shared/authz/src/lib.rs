@@ -14,7 +14,7 @@ pub mod revocations;
 pub mod runtime;
 pub mod verifier;
 
-pub use layer::{AuthLayer, principal};
+pub use layer::{AuthLayer, AuthObserver, Decision, Outcome, principal};
 pub use principal::Principal;
 pub use runtime::{AuthClient, AuthClientConfig};
 pub use verifier::{AuthError, Verifier, VerifierConfig};
