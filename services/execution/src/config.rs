@@ -141,6 +141,12 @@ pub struct ExecutionConfig {
     pub idempotency_max_entries: usize,
     /// Total size of stored results (outputs included); the oldest keys are forgotten first.
     pub idempotency_max_bytes: u64,
+    /// Graph service every result is persisted to (`UMCP_GRAPH_URL`); empty disables
+    /// persistence. Writes use the service's own API key (`UMCP_AUTH__API_KEY`).
+    pub graph_url: String,
+    /// Results waiting to be persisted at most (`UMCP_GRAPH_QUEUE`); when full during a graph
+    /// outage the oldest are dropped (and counted).
+    pub graph_queue: usize,
 }
 
 impl Default for ExecutionConfig {
@@ -166,6 +172,8 @@ impl Default for ExecutionConfig {
             idempotency_ttl_secs: 24 * 3600,
             idempotency_max_entries: 10_000,
             idempotency_max_bytes: 256 << 20,
+            graph_url: "http://127.0.0.1:50053".into(),
+            graph_queue: 1024,
         }
     }
 }
@@ -235,6 +243,21 @@ impl umcp_config::Validate for ExecutionConfig {
         if let Err(e) = self.check() {
             problems.push(e);
         }
+        if !self.graph_url.is_empty()
+            && !self
+                .graph_url
+                .parse::<http::Uri>()
+                .is_ok_and(|u| u.scheme_str() == Some("http") && u.authority().is_some())
+        {
+            problems.push(format!(
+                "graph_url (UMCP_GRAPH_URL) `{}` must be an http://host:port URL, or empty to \
+                 disable persistence",
+                self.graph_url
+            ));
+        }
+        if self.graph_queue == 0 {
+            problems.push("graph_queue (UMCP_GRAPH_QUEUE) must be at least 1".into());
+        }
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             problems.push(format!(
                 "listen (UMCP_LISTEN) `{}` must be an address like 127.0.0.1:50054",
@@ -275,5 +298,21 @@ mod tests {
             ..ExecutionConfig::default()
         };
         assert!(c.check().unwrap_err().contains("absolute"));
+    }
+
+    #[test]
+    fn graph_url_is_an_http_url_or_empty() {
+        use umcp_config::Validate;
+        let with = |url: &str| ExecutionConfig {
+            graph_url: url.into(),
+            ..ExecutionConfig::default()
+        };
+        assert!(with("http://127.0.0.1:50053").validate().is_empty());
+        assert!(with("").validate().is_empty(), "empty disables persistence");
+        let problems = with("127.0.0.1:50053").validate();
+        assert!(
+            problems.iter().any(|p| p.contains("UMCP_GRAPH_URL")),
+            "{problems:?}"
+        );
     }
 }

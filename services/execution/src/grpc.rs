@@ -19,6 +19,7 @@ use crate::model::{
 };
 use crate::sandbox::StreamKind;
 use crate::service::ExecutionService;
+use crate::sink::Activity;
 
 /// Implements the generated `ExecutionService` trait over the domain service.
 #[derive(Debug, Clone)]
@@ -273,16 +274,31 @@ impl pb::execution_service_server::ExecutionService for GrpcExecution {
         &self,
         request: Request<pb::GenerateCodeRequest>,
     ) -> Result<Response<pb::GenerateCodeResponse>, Status> {
+        let user = identity::caller(&request)?;
         let r = request.into_inner();
+        let (template_sha256, context_sha256) = (
+            crate::service::sha256_hex(r.template.as_bytes()),
+            crate::service::sha256_hex(r.context_json.as_bytes()),
+        );
         let output = tokio::task::spawn_blocking(move || {
             crate::template::render(&r.template, &r.context_json)
         })
         .await
         .map_err(|e| ExecError::Internal(format!("template task: {e}")))??;
-        Ok(Response::new(pb::GenerateCodeResponse {
-            id: crate::service::new_id(),
-            output,
-        }))
+        let id = crate::service::new_id();
+        self.service.report(
+            &user,
+            Activity::Generation {
+                id: id.clone(),
+                // Recorded, not checked: an unknown value is simply not recorded.
+                language: language(r.language).ok(),
+                template_sha256,
+                context_sha256,
+                output_sha256: crate::service::sha256_hex(output.as_bytes()),
+                output_bytes: output.len() as u64,
+            },
+        );
+        Ok(Response::new(pb::GenerateCodeResponse { id, output }))
     }
 
     async fn list_languages(

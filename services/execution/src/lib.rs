@@ -2,11 +2,12 @@
 //!
 //! [`sandbox`] runs untrusted programs; [`service::ExecutionService`] holds the domain logic
 //! (validation, admission control, idempotency, lint/tests/templates); [`grpc`] adapts it to
-//! the wire; [`run`] serves it.
+//! the wire; [`graph_sink`] persists every result to the graph service; [`run`] serves it.
 
 pub mod admission;
 pub mod config;
 pub mod error;
+pub mod graph_sink;
 pub mod grpc;
 pub mod idempotency;
 pub mod identity;
@@ -29,6 +30,7 @@ use umcp_proto::execution::v1::execution_service_server::ExecutionServiceServer;
 pub use config::ExecutionConfig;
 use sandbox::{NamespaceSandbox, Sandbox, SandboxOptions};
 pub use service::ExecutionService;
+use sink::ResultSink;
 
 /// Builds the sandbox the configuration asks for, refusing weak isolation unless the insecure
 /// development flag is set.
@@ -75,10 +77,16 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let auth = umcp_authz::AuthClient::start(&config.auth)?;
     let verifier = Arc::clone(&auth.verifier);
-    run_with(listener, config, verifier, shutdown).await
+    let credentials = auth
+        .credentials
+        .clone()
+        .map(|c| c as Arc<dyn graph_sink::Credentials>);
+    let sink = graph_sink::from_config(&config, credentials).map_err(anyhow::Error::msg)?;
+    let sink = sink.map(|s| s as Arc<dyn ResultSink>);
+    run_with_sink(listener, config, verifier, sink, shutdown).await
 }
 
-/// [`run`] with the token verifier given (tests bring their own issuer).
+/// [`run`] with the token verifier given (tests bring their own issuer) and no result sink.
 ///
 /// # Errors
 /// See [`run`].
@@ -88,10 +96,24 @@ pub async fn run_with(
     verifier: Arc<umcp_authz::Verifier>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    run_with_sink(listener, config, verifier, None, shutdown).await
+}
+
+/// [`run_with`] reporting finished work to `sink`.
+///
+/// # Errors
+/// See [`run`].
+pub async fn run_with_sink(
+    listener: tokio::net::TcpListener,
+    config: ExecutionConfig,
+    verifier: Arc<umcp_authz::Verifier>,
+    sink: Option<Arc<dyn ResultSink>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let sandbox = build_sandbox(&config)?;
     let info = sandbox.info();
     let response_limit = max_response_bytes(&config);
-    let service = ExecutionService::new(config, Arc::new(sandbox), None)
+    let service = ExecutionService::new(config, Arc::new(sandbox), sink)
         .await
         .map_err(|e| anyhow::anyhow!("refusing to start: {e}"))?;
     let rt = service.runtimes();

@@ -1,6 +1,6 @@
-//! Where finished work is reported. The graph service will persist results and the audit
-//! service will record `code_execution`/`code_lint`/`code_test` events through this seam; until
-//! those clients exist the service runs without a sink (nothing is pretended to be stored).
+//! Where finished work is reported. [`crate::graph_sink::GraphSink`] persists results to the
+//! graph service through this seam; the audit service will record
+//! `code_execution`/`code_lint`/`code_test` events through it too.
 
 use crate::model::{ExecutionResult, Language, LintReport, TestReport};
 
@@ -18,6 +18,15 @@ pub enum Activity {
     },
     Tests {
         report: TestReport,
+    },
+    /// A rendered template: digests only (templates and outputs may carry the user's code).
+    Generation {
+        id: String,
+        language: Option<Language>,
+        template_sha256: String,
+        context_sha256: String,
+        output_sha256: String,
+        output_bytes: u64,
     },
 }
 

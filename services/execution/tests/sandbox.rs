@@ -19,6 +19,9 @@ use umcp_execution::sandbox::{
 };
 use umcp_execution::service::ExecutionService;
 
+/// Results persisted to the graph service (a module of this one test binary).
+mod persist;
+
 static NEXT_RANGE: AtomicU32 = AtomicU32::new(0);
 
 /// A UID range of 200 per sandbox, so concurrent tests never share a UID (RLIMIT_NPROC is per

@@ -135,7 +135,9 @@ impl Role {
                 GraphDelete,
                 SystemAdmin,
             ],
-            Self::Service => &[AuditWrite, AuthWatch],
+            // Services persist their results (execution → graph) under their own identity,
+            // never the caller's: the user's token may lack graph:upsert or expire meanwhile.
+            Self::Service => &[AuditWrite, AuthWatch, GraphUpsert],
         }
     }
 
@@ -283,6 +285,9 @@ mod tests {
         assert!(Role::Admin.grants(Permission::SystemAdmin));
         assert!(!Role::Admin.grants(Permission::AuditWrite));
         assert!(Role::Service.grants(Permission::AuditWrite));
+        assert!(Role::Service.grants(Permission::GraphUpsert));
+        assert!(!Role::Service.grants(Permission::GraphDelete));
+        assert!(!Role::Service.grants(Permission::GraphQuery));
         for role in Role::ALL {
             assert_eq!(Role::parse(role.as_str()), Some(role));
         }

@@ -1,0 +1,62 @@
+//! Exponential backoff with full jitter (AWS Architecture Blog, "Exponential Backoff and
+//! Jitter"): retry `n` sleeps `U(0, min(cap, base · 2^(n-1)))`.
+//!
+//! // why full jitter: clients that failed together must not retry together. Full jitter
+//! spreads them over the whole interval and does the least total work of the published
+//! variants; tower's `ExponentialBackoff` adds a bounded jitter on top of the exponential delay
+//! instead, which keeps retry waves synchronised.
+
+use std::time::Duration;
+
+/// Backoff settings (defaults: base 50 ms, cap 2 s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub base: Duration,
+    pub cap: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            base: Duration::from_millis(50),
+            cap: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Backoff {
+    /// The upper bound of the sleep before retry `retry` (1 = the first retry).
+    #[must_use]
+    pub fn ceiling(&self, retry: u32) -> Duration {
+        let factor = 1u32 << retry.saturating_sub(1).min(30);
+        self.base.saturating_mul(factor).min(self.cap)
+    }
+
+    /// A random sleep before retry `retry`, uniform in `[0, ceiling]`.
+    #[must_use]
+    pub fn delay(&self, retry: u32, rng: &mut fastrand::Rng) -> Duration {
+        let ceiling = u64::try_from(self.ceiling(retry).as_nanos()).unwrap_or(u64::MAX);
+        Duration::from_nanos(rng.u64(0..=ceiling))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ceilings_double_up_to_the_cap_and_delays_stay_below() {
+        let b = Backoff::default();
+        let ms = |n| b.ceiling(n).as_millis();
+        assert_eq!(
+            [ms(1), ms(2), ms(3), ms(6), ms(7), ms(40)],
+            [50, 100, 200, 1600, 2000, 2000]
+        );
+        let mut rng = fastrand::Rng::with_seed(7);
+        let delays: Vec<Duration> = (0..1000).map(|_| b.delay(3, &mut rng)).collect();
+        assert!(delays.iter().all(|d| *d <= Duration::from_millis(200)));
+        // Full jitter uses the whole interval, not just its top.
+        assert!(delays.iter().any(|d| *d < Duration::from_millis(20)));
+        assert!(delays.iter().any(|d| *d > Duration::from_millis(180)));
+    }
+}
