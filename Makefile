@@ -1,6 +1,6 @@
 # Ultimate MCP Mesh — every command a developer or CI needs.
 #   make run     start the whole mesh on embedded defaults (foreground, Ctrl-C stops it)
-#   make test    everything CI runs: proto lint, unit + integration tests, grpcurl end to end
+#   make test    everything CI runs: proto lint, deployment files, unit + integration tests, grpcurl end to end
 #   make bench   benchmarks; results go to bench-out/ and are summarised in BENCHMARKS.md
 
 SHELL := /bin/bash
@@ -11,7 +11,7 @@ BUF := $(TOOLS)/node_modules/.bin/buf
 GRPCURL := $(VENV)/bin/grpcurl
 export UMCP_PYTHON := $(CURDIR)/$(VENV)/bin/python
 
-.PHONY: run build test test-rust test-e2e lint fmt clippy proto-lint bench tools venv buf clean
+.PHONY: run build test test-rust test-e2e deploy-check lint fmt clippy proto-lint bench tools venv buf clean
 
 ## run: build the binaries and start gateway + services in the foreground
 run: build venv
@@ -21,13 +21,17 @@ build:
 	$(CARGO) build --bins
 
 ## test: what CI runs
-test: tools proto-lint test-rust test-e2e
+test: tools proto-lint deploy-check test-rust test-e2e
 
 test-rust:
 	$(CARGO) test --workspace --all-targets
 
 test-e2e: build
 	scripts/e2e-grpcurl.sh
+
+## deploy-check: docker-compose.yml and k8s/ validated offline
+deploy-check: venv
+	scripts/deploy-check.sh
 
 ## lint: formatting, clippy (warnings are errors) and buf lint
 lint: fmt clippy proto-lint
