@@ -29,17 +29,27 @@ impl Drop for Proc {
 
 fn spawn(name: &str, env: &[(&str, String)]) -> Proc {
     let exe = std::env::current_exe().expect("current exe");
-    let bin: PathBuf = exe.parent().and_then(|p| p.parent()).expect("target dir").join(name);
+    let bin: PathBuf = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .expect("target dir")
+        .join(name);
     let mut cmd = Command::new(&bin);
     cmd.stdout(Stdio::null()).stderr(Stdio::null());
     for (k, v) in env {
         cmd.env(k, v);
     }
-    Proc(cmd.spawn().unwrap_or_else(|e| panic!("start {}: {e}", bin.display())))
+    Proc(
+        cmd.spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display())),
+    )
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind")
+        .port()
 }
 
 fn token(jwks: &std::path::Path) -> String {
@@ -63,27 +73,39 @@ fn token(jwks: &std::path::Path) -> String {
     umcp_authz::jws::sign(&claims, "bench", &key)
 }
 
-async fn execute(client: &mut ExecutionServiceClient<Channel>, token: &str) -> Result<Duration, String> {
+async fn execute(
+    client: &mut ExecutionServiceClient<Channel>,
+    token: &str,
+) -> Result<Duration, String> {
     let mut request = tonic::Request::new(ExecuteRequest {
         language: Language::Python as i32,
         code: "print(1)".into(),
         ..Default::default()
     });
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().expect("ascii"));
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii"),
+    );
     let started = Instant::now();
-    let response = client.execute(request).await.map_err(|s| format!("{:?}: {}", s.code(), s.message()))?;
+    let response = client
+        .execute(request)
+        .await
+        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?;
     let elapsed = started.elapsed();
     let result = response.into_inner();
     if result.status != RunStatus::Ok as i32 || result.stdout != b"1\n" {
-        return Err(format!("unexpected result: status {} stdout {:?}", result.status, result.stdout));
+        return Err(format!(
+            "unexpected result: status {} stdout {:?}",
+            result.status, result.stdout
+        ));
     }
     Ok(elapsed)
 }
 
 async fn measure(url: &str, token: &str, runs: usize) -> Histogram<u64> {
-    let channel = Endpoint::from_shared(url.to_owned()).expect("url").connect_lazy();
+    let channel = Endpoint::from_shared(url.to_owned())
+        .expect("url")
+        .connect_lazy();
     let mut client = ExecutionServiceClient::new(channel);
     // Wait until it answers, then warm up the interpreter's page cache and the connection.
     for attempt in 0.. {
@@ -99,20 +121,28 @@ async fn measure(url: &str, token: &str, runs: usize) -> Histogram<u64> {
     let mut h = Histogram::<u64>::new(3).expect("histogram");
     for _ in 0..runs {
         let elapsed = execute(&mut client, token).await.expect("execute");
-        h.record(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX)).expect("record");
+        h.record(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX))
+            .expect("record");
     }
     h
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() {
-    let runs: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(200);
+    let runs: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(200);
     let dir = tempfile::tempdir().expect("tempdir");
     let jwks = dir.path().join("jwks.json");
     let token = token(&jwks);
     let jwks = jwks.display().to_string();
     let (exec_port, gw_port) = (free_port(), free_port());
-    let venv = std::env::current_dir().expect("cwd").join(".venv").display().to_string();
+    let venv = std::env::current_dir()
+        .expect("cwd")
+        .join(".venv")
+        .display()
+        .to_string();
     let _execution = spawn(
         "umcp-execution",
         &[
@@ -127,7 +157,10 @@ async fn main() {
         "umcp-gateway",
         &[
             ("UMCP_LISTEN", format!("127.0.0.1:{gw_port}")),
-            ("UMCP_BACKENDS__EXECUTION", format!("http://127.0.0.1:{exec_port}")),
+            (
+                "UMCP_BACKENDS__EXECUTION",
+                format!("http://127.0.0.1:{exec_port}"),
+            ),
             ("UMCP_BACKENDS__AUTH", String::new()),
             ("UMCP_BACKENDS__GRAPH", String::new()),
             ("UMCP_BACKENDS__AUDIT", String::new()),
@@ -135,9 +168,16 @@ async fn main() {
             ("UMCP_LOG__FILTER", "error".into()),
         ],
     );
-    println!("Execute python print(1), {runs} sequential calls per path, sandboxed, with a bearer token");
+    println!(
+        "Execute python print(1), {runs} sequential calls per path, sandboxed, with a bearer token"
+    );
     let mut rows = Vec::new();
-    for (name, port) in [("direct", exec_port), ("gateway", gw_port), ("direct", exec_port), ("gateway", gw_port)] {
+    for (name, port) in [
+        ("direct", exec_port),
+        ("gateway", gw_port),
+        ("direct", exec_port),
+        ("gateway", gw_port),
+    ] {
         let h = measure(&format!("http://127.0.0.1:{port}"), &token, runs / 2).await;
         println!(
             "{name:<8} p50 {:>6.2} ms  p95 {:>6.2} ms  p99 {:>6.2} ms",

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
+use umcp_audit_client::AuditClientConfig;
 use umcp_authz::AuthClientConfig;
 use umcp_config::{Validate, env_name};
 use umcp_telemetry::LogConfig;
@@ -27,6 +28,9 @@ pub struct GatewayConfig {
     /// true). Services enforce it again on their own ports either way; `false` exists to
     /// measure the gateway's own cost and is logged as a warning.
     pub require_auth: bool,
+    /// Audit events (`UMCP_AUDIT__URL`, empty disables; `UMCP_AUDIT__SPOOL_DIR`, default
+    /// `./data/audit-spool/gateway`, …).
+    pub audit: AuditClientConfig,
     /// Logging (`UMCP_LOG__FORMAT`, `UMCP_LOG__FILTER`).
     pub log: LogConfig,
 }
@@ -54,6 +58,10 @@ impl Default for GatewayConfig {
             health_interval_ms: 2000,
             auth: AuthClientConfig::default(),
             require_auth: true,
+            audit: AuditClientConfig {
+                spool_dir: "./data/audit-spool/gateway".into(),
+                ..AuditClientConfig::default()
+            },
             log: LogConfig::default(),
         }
     }
@@ -91,6 +99,7 @@ impl Validate for GatewayConfig {
     fn validate(&self) -> Vec<String> {
         let mut problems = self.log.problems();
         problems.extend(self.auth.problems());
+        problems.extend(self.audit.problems());
         if self.listen.parse::<SocketAddr>().is_err() {
             problems.push(format!(
                 "listen ({}) `{}` is not a socket address like 127.0.0.1:50051",

@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
+use umcp_audit_client::Emitter;
 use umcp_authz::{AuthClient, AuthLayer, Verifier};
 use umcp_rpc::correlation::CorrelationLayer;
 use umcp_rpc::process::ProcessConfig;
@@ -41,6 +42,9 @@ pub enum GatewayError {
     /// The token verifier could not start.
     #[error(transparent)]
     Auth(#[from] umcp_authz::runtime::AuthClientError),
+    /// The audit client could not start.
+    #[error("cannot start the audit client: {0}")]
+    Audit(String),
     /// Serving failed.
     #[error(transparent)]
     Serve(#[from] umcp_rpc::ServeError),
@@ -57,8 +61,14 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), GatewayError> {
     let auth = AuthClient::start(&config.auth)?;
+    let credentials = auth
+        .credentials
+        .clone()
+        .map(|c| c as Arc<dyn umcp_audit_client::TokenProvider>);
+    let emitter = umcp_audit_client::start_emitter(&config.audit, credentials, "gateway")
+        .map_err(|e| GatewayError::Audit(e.to_string()))?;
     let verifier = config.require_auth.then(|| Arc::clone(&auth.verifier));
-    serve(listener, config, verifier, shutdown).await
+    serve_audited(listener, config, verifier, emitter, shutdown).await
 }
 
 /// [`run`] with the verifier given (tests bring their own issuer); `None` turns the gateway's
@@ -70,6 +80,27 @@ pub async fn serve(
     listener: TcpListener,
     config: GatewayConfig,
     verifier: Option<Arc<Verifier>>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), GatewayError> {
+    serve_audited(
+        listener,
+        config,
+        verifier,
+        Emitter::new(None, "gateway"),
+        shutdown,
+    )
+    .await
+}
+
+/// [`serve`], recording every authentication and authorization decision through `emitter`.
+///
+/// # Errors
+/// See [`GatewayError`].
+pub async fn serve_audited(
+    listener: TcpListener,
+    config: GatewayConfig,
+    verifier: Option<Arc<Verifier>>,
+    emitter: Emitter,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), GatewayError> {
     if verifier.is_none() {
@@ -100,7 +131,14 @@ pub async fn serve(
         // Outermost: every request, even a rejected one, gets a correlation id and a span.
         .layer(CorrelationLayer::new("gateway"))
         // Then the permission table, before any routing work or backend connection is spent.
-        .layer(tower::util::option_layer(verifier.map(AuthLayer::new)))
+        .layer(tower::util::option_layer(verifier.map(|v| {
+            let auth = AuthLayer::new(v);
+            if emitter.enabled() {
+                auth.observed(Arc::new(emitter.clone()))
+            } else {
+                auth
+            }
+        })))
         .serve_with_incoming_shutdown(service, incoming, shutdown)
         .await;
     watcher.abort();

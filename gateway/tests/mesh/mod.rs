@@ -29,6 +29,14 @@ pub(crate) struct Mesh {
     pub(crate) gateway: Spawned,
 }
 
+/// These tests are about tokens; the audit tests run the mesh with a real audit service.
+fn no_audit() -> umcp_audit_client::AuditClientConfig {
+    umcp_audit_client::AuditClientConfig {
+        url: String::new(),
+        ..umcp_audit_client::AuditClientConfig::default()
+    }
+}
+
 fn client_config(auth: &Spawned, key_file: &std::path::Path) -> AuthClientConfig {
     AuthClientConfig {
         url: auth.url(),
@@ -51,6 +59,7 @@ pub(crate) async fn start_mesh(access_ttl_secs: u64) -> Mesh {
         clock_leeway_secs: 0,
         janitor_interval_secs: 1,
         trust_forwarded_for: true,
+        audit: no_audit(),
         ..AuthConfig::default()
     };
     let auth = Spawned::start(|l, stop| umcp_auth::run(l, auth_config, stop.wait())).await;
@@ -66,6 +75,7 @@ pub(crate) async fn start_mesh(access_ttl_secs: u64) -> Mesh {
     let graph_config = umcp_graph::GraphConfig {
         data_dir: dir.path().join("graph"),
         auth: client_config(&auth, &key_file),
+        audit: no_audit(),
         ..umcp_graph::GraphConfig::default()
     };
     let graph = Spawned::start(|l, stop| umcp_graph::run(l, graph_config, stop.wait())).await;
@@ -76,6 +86,7 @@ pub(crate) async fn start_mesh(access_ttl_secs: u64) -> Mesh {
     gw_config.backends.execution = String::new();
     gw_config.backends.audit = String::new();
     gw_config.auth = client_config(&auth, &key_file);
+    gw_config.audit = no_audit();
     let gateway = Spawned::start(|l, stop| umcp_gateway::run(l, gw_config, stop.wait())).await;
     Mesh {
         _dir: dir,

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use umcp_audit_client::AuditClientConfig;
 use umcp_config::{Validate, env_name};
 use umcp_telemetry::LogConfig;
 
@@ -49,6 +50,9 @@ pub struct AuthConfig {
     /// How often expired revocations and refresh tokens are purged, in seconds
     /// (`UMCP_JANITOR_INTERVAL_SECS`, default 300).
     pub janitor_interval_secs: u64,
+    /// Audit events (`UMCP_AUDIT__URL`, empty disables; `UMCP_AUDIT__SPOOL_DIR`, default
+    /// `./data/audit-spool/auth`, …).
+    pub audit: AuditClientConfig,
     /// Logging (`UMCP_LOG__FORMAT`, `UMCP_LOG__FILTER`).
     pub log: LogConfig,
 }
@@ -160,6 +164,10 @@ impl Default for AuthConfig {
             login_throttle: ThrottleConfig::default(),
             trust_forwarded_for: false,
             janitor_interval_secs: 300,
+            audit: AuditClientConfig {
+                spool_dir: PathBuf::from("./data/audit-spool/auth"),
+                ..AuditClientConfig::default()
+            },
             log: LogConfig::default(),
         }
     }
@@ -254,6 +262,7 @@ fn range<T: PartialOrd + fmt::Display + Copy>(
 impl Validate for AuthConfig {
     fn validate(&self) -> Vec<String> {
         let mut problems = self.log.problems();
+        problems.extend(self.audit.problems());
         if self.listen.parse::<SocketAddr>().is_err() {
             problems.push(format!(
                 "listen ({}) `{}` is not a socket address like 127.0.0.1:50052",

@@ -23,6 +23,10 @@ pub enum AuthError {
     /// No valid credentials (token, password, refresh token or API key).
     #[error("{0}")]
     Unauthenticated(String),
+    /// A presented refresh token had already been rotated: a stolen or replayed token. The
+    /// session is revoked; the answer is UNAUTHENTICATED, flagged for the audit log.
+    #[error("refresh token was already used; the session has been revoked")]
+    RefreshReused,
     /// Valid credentials without the right to do this.
     #[error("{0}")]
     PermissionDenied(String),
@@ -92,6 +96,16 @@ impl From<AuthError> for Status {
                 umcp_rpc::status::invalid_argument(&field, &message)
             }
             AuthError::Unauthenticated(m) => Status::unauthenticated(m),
+            AuthError::RefreshReused => {
+                let mut status = Status::unauthenticated(
+                    "refresh token was already used; the session has been revoked",
+                );
+                status.metadata_mut().insert(
+                    umcp_audit_client::VIOLATION_HEADER,
+                    tonic::metadata::MetadataValue::from_static("refresh_token_reuse"),
+                );
+                status
+            }
             AuthError::PermissionDenied(m) => Status::permission_denied(m),
             AuthError::NotFound(m) => Status::not_found(m),
             AuthError::AlreadyExists(m) => Status::already_exists(m),

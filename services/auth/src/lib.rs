@@ -23,6 +23,7 @@ pub mod passwords;
 pub mod refresh;
 pub mod revocations;
 mod secrets;
+mod self_token;
 pub mod service;
 pub mod sessions;
 pub mod storage;
@@ -63,6 +64,9 @@ pub enum Error {
     /// Start-up failed (keys, bootstrap, hashing parameters).
     #[error("cannot start: {0}")]
     Startup(#[from] AuthError),
+    /// The audit client could not start.
+    #[error("cannot start the audit client: {0}")]
+    Audit(String),
     /// Serving failed.
     #[error(transparent)]
     Serve(#[from] umcp_rpc::ServeError),
@@ -109,11 +113,60 @@ pub async fn run(
         // Ends open WatchRevocations streams and the janitor, so graceful shutdown can finish.
         let _ = stop_tx.send(true);
     };
-    let auth = umcp_authz::AuthLayer::new(Arc::clone(&core.verifier));
-    let result = umcp_rpc::serve_with_auth("auth", listener, routes, auth, shutdown).await;
+    let credentials: Arc<dyn umcp_audit_client::TokenProvider> =
+        Arc::new(self_token::SelfToken::new(&core));
+    let emitter = umcp_audit_client::start_emitter(&config.audit, Some(credentials), "auth")
+        .map_err(|e| Error::Audit(e.to_string()))?;
+    let mut auth = umcp_authz::AuthLayer::new(Arc::clone(&core.verifier));
+    if emitter.enabled() {
+        auth = auth.observed(Arc::new(emitter.clone()));
+    }
+    let audit = umcp_audit_client::AuditLayer::new(emitter, audit_rules());
+    let result =
+        umcp_rpc::serve_with_auth_and("auth", listener, routes, auth, audit, shutdown).await;
     let _ = janitor.await;
     release(core).await;
     result.map_err(Error::from)
+}
+
+/// What each RPC records. Sign-ins are `auth_success` / `auth_failure` (throttled ones also
+/// `rate_limit_exceeded`, a reused refresh token also `security_violation`); administration is
+/// audited-critical: its event is durable before it runs.
+fn audit_rules() -> Vec<(String, umcp_audit_client::Rule)> {
+    use tonic::Code;
+    use umcp_audit_client::Rule;
+    use umcp_proto::audit::v1::EventType;
+    const SERVICE: &str = "/umcp.auth.v1.AuthService/";
+    let sign_in = |action| Rule {
+        before: None,
+        ok: EventType::AuthSuccess,
+        failed: EventType::AuthFailure,
+        violation_on: &[],
+        rate_limited_on: &[Code::ResourceExhausted],
+        action,
+    };
+    let admin = |action| Rule::critical(EventType::DataWrite, EventType::DataWrite, action);
+    [
+        ("Login", sign_in("login")),
+        ("Refresh", sign_in("refresh")),
+        ("ExchangeApiKey", sign_in("exchange_api_key")),
+        ("Logout", Rule::after(EventType::DataWrite, "logout")),
+        ("CreateUser", admin("create_user")),
+        ("SetUserRoles", admin("set_user_roles")),
+        ("DisableUser", admin("disable_user")),
+        ("CreateApiKey", admin("create_api_key")),
+        ("RevokeApiKey", admin("revoke_api_key")),
+        ("RotateSigningKey", admin("rotate_signing_key")),
+        ("ListUsers", Rule::after(EventType::DataRead, "list_users")),
+        (
+            "ListApiKeys",
+            Rule::after(EventType::DataRead, "list_api_keys"),
+        ),
+        ("WhoAmI", Rule::after(EventType::DataRead, "whoami")),
+    ]
+    .into_iter()
+    .map(|(method, rule)| (format!("{SERVICE}{method}"), rule))
+    .collect()
 }
 
 /// Waits until nothing but `core` holds the domain, then drops it, so the store is closed

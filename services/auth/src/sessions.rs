@@ -84,9 +84,7 @@ impl AuthCore {
             Rotation::Rotated(issued) => issued,
             Rotation::Reused { sid, .. } => {
                 self.revoke_session(&sid).await?;
-                return Err(AuthError::unauthenticated(
-                    "refresh token was already used; the session has been revoked",
-                ));
+                return Err(AuthError::RefreshReused);
             }
         };
         let user = self.users.by_id(&issued.user_id).await?;

@@ -25,6 +25,11 @@ fn config(dir: &Path) -> AuthConfig {
         bootstrap_admin_password: Some(Secret::new(ADMIN_PW)),
         password: PasswordConfig::fast_for_tests(),
         janitor_interval_secs: 1,
+        // These tests are about auth alone; the mesh tests run it with a real audit service.
+        audit: umcp_audit_client::AuditClientConfig {
+            url: String::new(),
+            ..umcp_audit_client::AuditClientConfig::default()
+        },
         ..AuthConfig::default()
     }
 }

@@ -114,6 +114,9 @@ pub struct ExecutionConfig {
     pub log: umcp_telemetry::LogConfig,
     /// Token verification (`UMCP_AUTH__URL`, `UMCP_AUTH__API_KEY`, `UMCP_AUTH__JWKS_FILE`, …).
     pub auth: umcp_authz::AuthClientConfig,
+    /// Audit events (`UMCP_AUDIT__URL`, empty disables; `UMCP_AUDIT__SPOOL_DIR`, default
+    /// `./data/audit-spool/execution`, …).
+    pub audit: umcp_audit_client::AuditClientConfig,
     /// Sandboxes running at once (also the number of sandbox slots).
     pub max_concurrent: usize,
     /// Requests allowed to wait for a slot; more are refused at once.
@@ -155,6 +158,10 @@ impl Default for ExecutionConfig {
             listen: "127.0.0.1:50054".into(),
             log: umcp_telemetry::LogConfig::default(),
             auth: umcp_authz::AuthClientConfig::default(),
+            audit: umcp_audit_client::AuditClientConfig {
+                spool_dir: "./data/audit-spool/execution".into(),
+                ..umcp_audit_client::AuditClientConfig::default()
+            },
             max_concurrent: 8,
             max_queue: 64,
             queue_timeout_ms: 10_000,
@@ -240,6 +247,7 @@ impl umcp_config::Validate for ExecutionConfig {
     fn validate(&self) -> Vec<String> {
         let mut problems = self.log.problems();
         problems.extend(self.auth.problems());
+        problems.extend(self.audit.problems());
         if let Err(e) = self.check() {
             problems.push(e);
         }

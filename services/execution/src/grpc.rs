@@ -110,6 +110,18 @@ fn status_pb(s: RunStatus) -> pb::RunStatus {
     }
 }
 
+/// Runs the sandbox had to kill for exceeding a limit (a fork bomb, a memory hog, an output
+/// flood, a runaway loop) are security-relevant; ordinary failures are not.
+fn limit_violation(status: RunStatus) -> Option<&'static str> {
+    match status {
+        RunStatus::Timeout => Some("sandbox_timeout"),
+        RunStatus::CpuLimit => Some("sandbox_cpu_limit"),
+        RunStatus::MemoryLimit => Some("sandbox_memory_limit"),
+        RunStatus::OutputLimit => Some("sandbox_output_limit"),
+        RunStatus::Ok | RunStatus::RuntimeError | RunStatus::SandboxError => None,
+    }
+}
+
 fn result_pb(r: ExecutionResult) -> pb::ExecuteResponse {
     pb::ExecuteResponse {
         id: r.id,
@@ -163,7 +175,16 @@ impl pb::execution_service_server::ExecutionService for GrpcExecution {
         let user = identity::caller(&request)?;
         let input = execute_input(request.into_inner())?;
         let result = self.service.execute(&user, input).await?;
-        Ok(Response::new(result_pb(result)))
+        let violation = limit_violation(result.status);
+        let mut response = Response::new(result_pb(result));
+        if let Some(kind) = violation {
+            // The audit layer records this as a security violation.
+            response.metadata_mut().insert(
+                umcp_audit_client::VIOLATION_HEADER,
+                tonic::metadata::MetadataValue::from_static(kind),
+            );
+        }
+        Ok(response)
     }
 
     type ExecuteStreamStream = EventStream;

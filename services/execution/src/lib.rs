@@ -25,6 +25,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tonic::service::Routes;
+use umcp_audit_client::{AuditLayer, Emitter, Rule};
+use umcp_proto::audit::v1::EventType;
 use umcp_proto::execution::v1::execution_service_server::ExecutionServiceServer;
 
 pub use config::ExecutionConfig;
@@ -80,10 +82,15 @@ pub async fn run(
     let credentials = auth
         .credentials
         .clone()
-        .map(|c| c as Arc<dyn graph_sink::Credentials>);
+        .map(|c| c as Arc<dyn graph_sink::TokenProvider>);
     let sink = graph_sink::from_config(&config, credentials).map_err(anyhow::Error::msg)?;
     let sink = sink.map(|s| s as Arc<dyn ResultSink>);
-    run_with_sink(listener, config, verifier, sink, shutdown).await
+    let credentials = auth
+        .credentials
+        .clone()
+        .map(|c| c as Arc<dyn umcp_audit_client::TokenProvider>);
+    let emitter = umcp_audit_client::start_emitter(&config.audit, credentials, "execution")?;
+    serve(listener, config, verifier, sink, emitter, shutdown).await
 }
 
 /// [`run`] with the token verifier given (tests bring their own issuer) and no result sink.
@@ -108,6 +115,22 @@ pub async fn run_with_sink(
     config: ExecutionConfig,
     verifier: Arc<umcp_authz::Verifier>,
     sink: Option<Arc<dyn ResultSink>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let emitter = Emitter::new(None, "execution");
+    serve(listener, config, verifier, sink, emitter, shutdown).await
+}
+
+/// Everything given: the verifier, the result sink and the audit emitter.
+///
+/// # Errors
+/// See [`run`].
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    config: ExecutionConfig,
+    verifier: Arc<umcp_authz::Verifier>,
+    sink: Option<Arc<dyn ResultSink>>,
+    emitter: Emitter,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let sandbox = build_sandbox(&config)?;
@@ -136,7 +159,39 @@ pub async fn run_with_sink(
         .max_decoding_message_size(umcp_rpc::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(response_limit);
     let routes = Routes::new(health).add_service(svc);
-    let auth = umcp_authz::AuthLayer::new(verifier);
-    umcp_rpc::serve_with_auth("execution", listener, routes, auth, shutdown).await?;
+    let mut auth = umcp_authz::AuthLayer::new(verifier);
+    if emitter.enabled() {
+        auth = auth.observed(Arc::new(emitter.clone()));
+    }
+    let audit = AuditLayer::new(emitter, audit_rules());
+    umcp_rpc::serve_with_auth_and("execution", listener, routes, auth, audit, shutdown).await?;
     Ok(())
+}
+
+/// What each RPC records. Running code is audited-critical (its event is durable before the
+/// sandbox starts); lint and templates are recorded when answered. A run killed by a sandbox
+/// limit is flagged by the handler (`x-umcp-violation`) and recorded as a security violation.
+fn audit_rules() -> Vec<(String, Rule)> {
+    const SERVICE: &str = "/umcp.execution.v1.ExecutionService/";
+    let execute = Rule::critical(
+        EventType::CodeExecution,
+        EventType::CodeExecution,
+        "execute",
+    );
+    [
+        ("Execute", execute),
+        ("ExecuteStream", execute),
+        (
+            "RunTests",
+            Rule::critical(EventType::CodeTest, EventType::CodeTest, "test"),
+        ),
+        ("Lint", Rule::after(EventType::CodeLint, "lint")),
+        (
+            "GenerateCode",
+            Rule::after(EventType::CodeGeneration, "generate"),
+        ),
+    ]
+    .into_iter()
+    .map(|(method, rule)| (format!("{SERVICE}{method}"), rule))
+    .collect()
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use umcp_audit_client::AuditClientConfig;
 use umcp_authz::AuthClientConfig;
 use umcp_config::{Validate, env_name};
 use umcp_store::grafeo::GrafeoConfig;
@@ -29,6 +30,9 @@ pub struct GraphConfig {
     pub checkpoint_interval_ms: u64,
     /// Token verification (`UMCP_AUTH__URL`, `UMCP_AUTH__API_KEY`, `UMCP_AUTH__JWKS_FILE`, …).
     pub auth: AuthClientConfig,
+    /// Audit events (`UMCP_AUDIT__URL`, empty disables; `UMCP_AUDIT__SPOOL_DIR`, default
+    /// `./data/audit-spool/graph`, …).
+    pub audit: AuditClientConfig,
     /// Logging (`UMCP_LOG__FORMAT`, `UMCP_LOG__FILTER`).
     pub log: LogConfig,
 }
@@ -42,6 +46,10 @@ impl Default for GraphConfig {
             max_concurrent_queries: 8,
             checkpoint_interval_ms: 60_000,
             auth: AuthClientConfig::default(),
+            audit: AuditClientConfig {
+                spool_dir: PathBuf::from("./data/audit-spool/graph"),
+                ..AuditClientConfig::default()
+            },
             log: LogConfig::default(),
         }
     }
@@ -64,6 +72,7 @@ impl Validate for GraphConfig {
     fn validate(&self) -> Vec<String> {
         let mut problems = self.log.problems();
         problems.extend(self.auth.problems());
+        problems.extend(self.audit.problems());
         if self.listen.parse::<SocketAddr>().is_err() {
             problems.push(format!(
                 "listen ({}) `{}` is not an address; example: 127.0.0.1:50053",

@@ -10,7 +10,9 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tonic::service::Routes;
+use umcp_audit_client::{AuditLayer, Emitter, Rule};
 use umcp_authz::{AuthClient, AuthLayer, Verifier};
+use umcp_proto::audit::v1::EventType;
 use umcp_proto::graph::v1::graph_service_server::GraphServiceServer;
 use umcp_store::GraphStore;
 use umcp_store::grafeo::GrafeoStore;
@@ -31,11 +33,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let auth = AuthClient::start(&config.auth)?;
+    let credentials = auth
+        .credentials
+        .clone()
+        .map(|c| c as Arc<dyn umcp_audit_client::TokenProvider>);
+    let emitter = umcp_audit_client::start_emitter(&config.audit, credentials, "graph")?;
     let verifier = Arc::clone(&auth.verifier);
-    run_with(listener, config, verifier, shutdown).await
+    run_with_audit(listener, config, verifier, emitter, shutdown).await
 }
 
-/// [`run`] with the token verifier given (tests bring their own issuer).
+/// [`run`] with the token verifier given (tests bring their own issuer), without auditing.
 ///
 /// # Errors
 /// When the store cannot be opened or the server fails.
@@ -43,6 +50,21 @@ pub async fn run_with(
     listener: tokio::net::TcpListener,
     config: GraphConfig,
     verifier: Arc<Verifier>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let emitter = Emitter::new(None, "graph");
+    run_with_audit(listener, config, verifier, emitter, shutdown).await
+}
+
+/// [`run_with`], emitting audit events through `emitter`.
+///
+/// # Errors
+/// When the store cannot be opened or the server fails.
+pub async fn run_with_audit(
+    listener: tokio::net::TcpListener,
+    config: GraphConfig,
+    verifier: Arc<Verifier>,
+    emitter: Emitter,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let store = GrafeoStore::open(config.store()).await.map_err(|e| {
@@ -53,7 +75,7 @@ pub async fn run_with(
     })?;
     let store: Arc<dyn GraphStore> = Arc::new(store);
     tracing::info!(backend = store.backend(), data_dir = %config.data_dir.display(), "graph service ready");
-    serve(listener, store, verifier, shutdown).await
+    serve(listener, store, verifier, emitter, shutdown).await
 }
 
 /// Serves the graph service over an already opened store (tests use it with other backends).
@@ -64,6 +86,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     store: Arc<dyn GraphStore>,
     verifier: Arc<Verifier>,
+    emitter: Emitter,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -74,13 +97,37 @@ pub async fn serve(
         .max_decoding_message_size(umcp_rpc::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(umcp_rpc::MAX_MESSAGE_BYTES);
     let routes = Routes::new(health).add_service(svc);
-    umcp_rpc::serve_with_auth(
-        "graph",
-        listener,
-        routes,
-        AuthLayer::new(verifier),
-        shutdown,
-    )
-    .await?;
+    let mut auth = AuthLayer::new(verifier);
+    if emitter.enabled() {
+        auth = auth.observed(Arc::new(emitter.clone()));
+    }
+    let audit = AuditLayer::new(emitter, audit_rules());
+    umcp_rpc::serve_with_auth_and("graph", listener, routes, auth, audit, shutdown).await?;
     Ok(())
+}
+
+/// What each RPC records. Writes are audited-critical: their event is durable before they run.
+/// A permission error from `Query` can only be the read-only check (the auth layer answers
+/// missing permissions before this layer), so it is a security violation.
+fn audit_rules() -> Vec<(String, Rule)> {
+    const SERVICE: &str = "/umcp.graph.v1.GraphService/";
+    let query = Rule {
+        violation_on: &[tonic::Code::PermissionDenied],
+        ..Rule::after(EventType::GraphQuery, "query")
+    };
+    [
+        ("Query", query),
+        ("GetMetrics", Rule::after(EventType::DataRead, "metrics")),
+        (
+            "Upsert",
+            Rule::critical(EventType::GraphUpsert, EventType::DataWrite, "upsert"),
+        ),
+        (
+            "Delete",
+            Rule::critical(EventType::DataDelete, EventType::DataDelete, "delete"),
+        ),
+    ]
+    .into_iter()
+    .map(|(method, rule)| (format!("{SERVICE}{method}"), rule))
+    .collect()
 }

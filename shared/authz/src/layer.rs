@@ -206,14 +206,22 @@ where
             let principal = match verifier.verify_header(header).await {
                 Ok(principal) => principal,
                 Err(error) => {
-                    observe(observer.as_deref(), &request, Outcome::Unauthenticated(&error));
+                    observe(
+                        observer.as_deref(),
+                        &request,
+                        Outcome::Unauthenticated(&error),
+                    );
                     return Ok(reject(&error).into_http());
                 }
             };
             if let Requirement::Permission(permission) = requirement
                 && !principal.has(permission)
             {
-                observe(observer.as_deref(), &request, Outcome::Denied(&principal, permission));
+                observe(
+                    observer.as_deref(),
+                    &request,
+                    Outcome::Denied(&principal, permission),
+                );
                 let status = Status::permission_denied(format!(
                     "permission `{permission}` is required for {}; the caller's roles ({}) do not grant it",
                     request.uri().path(),

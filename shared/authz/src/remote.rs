@@ -46,6 +46,64 @@ impl KeySource for GrpcKeySource {
     }
 }
 
+/// Supplies the bearer token of a service's own calls (audit records, persisted results).
+#[async_trait::async_trait]
+pub trait TokenProvider: Send + Sync + std::fmt::Debug {
+    /// A currently valid access token (without the `Bearer ` prefix).
+    ///
+    /// # Errors
+    /// When no token can be had (the auth service is down, the key was revoked).
+    async fn token(&self) -> Result<Arc<str>, tonic::Status>;
+}
+
+/// Adds `authorization: Bearer <token>` from `provider` to `request`.
+///
+/// # Errors
+/// When the provider has no token, or it cannot be a header value.
+pub async fn authorize<T>(
+    provider: &dyn TokenProvider,
+    request: &mut tonic::Request<T>,
+) -> Result<(), tonic::Status> {
+    let token = provider.token().await?;
+    let value = format!("Bearer {token}")
+        .parse()
+        .map_err(|_| tonic::Status::internal("the service token is not a valid header value"))?;
+    request.metadata_mut().insert("authorization", value);
+    Ok(())
+}
+
+/// A fixed token (tests, or a token minted by a deployment tool).
+#[derive(Clone)]
+pub struct StaticToken(Arc<str>);
+
+impl StaticToken {
+    /// Wraps `token` (without the `Bearer ` prefix).
+    #[must_use]
+    pub fn new(token: impl Into<Arc<str>>) -> Self {
+        Self(token.into())
+    }
+}
+
+impl std::fmt::Debug for StaticToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StaticToken(<redacted>)")
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenProvider for StaticToken {
+    async fn token(&self) -> Result<Arc<str>, tonic::Status> {
+        Ok(Arc::clone(&self.0))
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenProvider for ServiceCredentials {
+    async fn token(&self) -> Result<Arc<str>, tonic::Status> {
+        ServiceCredentials::token(self).await
+    }
+}
+
 /// A service's own identity: an API key exchanged for short-lived access tokens, renewed when
 /// less than a fifth of their lifetime is left.
 pub struct ServiceCredentials {
@@ -105,12 +163,7 @@ impl ServiceCredentials {
     /// # Errors
     /// See [`Self::token`].
     pub async fn authorize<T>(&self, request: &mut tonic::Request<T>) -> Result<(), tonic::Status> {
-        let token = self.token().await?;
-        let value = format!("Bearer {token}")
-            .parse()
-            .map_err(|_| tonic::Status::internal("auth service returned an unusable token"))?;
-        request.metadata_mut().insert("authorization", value);
-        Ok(())
+        authorize(self, request).await
     }
 }
 

@@ -10,5 +10,6 @@ mod serve;
 pub mod status;
 
 pub use serve::{
-    MAX_MESSAGE_BYTES, ServeError, reflection_services, serve, serve_with_auth, server_builder,
+    MAX_MESSAGE_BYTES, ServeError, reflection_services, serve, serve_with_auth,
+    serve_with_auth_and, server_builder,
 };

@@ -98,6 +98,44 @@ pub async fn serve_with_auth(
     serve_inner(component, listener, routes, Some(auth), shutdown).await
 }
 
+/// [`serve_with_auth`] with `inner` applied to the routes, below the auth layer, so it sees the
+/// verified caller (the audit layer).
+///
+/// # Errors
+/// See [`ServeError`].
+pub async fn serve_with_auth_and<L>(
+    component: &'static str,
+    listener: TcpListener,
+    routes: Routes,
+    auth: AuthLayer,
+    inner: L,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError>
+where
+    L: tower::Layer<Routes>,
+    L::Service: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    <L::Service as tower::Service<http::Request<tonic::body::Body>>>::Future: Send + 'static,
+{
+    let (v1, v1alpha) = reflection_services()?;
+    let routes = routes.add_service(v1).add_service(v1alpha);
+    let service = inner.layer(routes);
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    tracing::info!(component, auth = true, "serving");
+    server_builder()
+        .layer(CorrelationLayer::new(component))
+        .layer(auth)
+        .serve_with_incoming_shutdown(service, incoming, shutdown)
+        .await?;
+    tracing::info!(component, "stopped");
+    Ok(())
+}
+
 async fn serve_inner(
     component: &'static str,
     listener: TcpListener,

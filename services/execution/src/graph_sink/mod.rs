@@ -26,7 +26,7 @@ use umcp_resilience::retry::{Idempotency, Retrier, RetryConfig};
 use umcp_resilience::timeout::Timeout;
 use umcp_resilience::{CircuitBreakerLayer, GrpcClassifier, TimeoutLayer};
 
-pub use credentials::{Credentials, FixedToken};
+pub use credentials::{StaticToken, TokenProvider};
 use mapping::Job;
 use queue::Queue;
 
@@ -122,7 +122,7 @@ impl GraphSink {
     /// When the URL is invalid.
     pub fn start(
         options: GraphSinkOptions,
-        credentials: Arc<dyn Credentials>,
+        credentials: Arc<dyn TokenProvider>,
     ) -> Result<Self, String> {
         let channel = Endpoint::from_shared(options.url.clone())
             .map_err(|e| format!("graph_url `{}` is invalid: {e}", options.url))?
@@ -218,7 +218,7 @@ impl ResultSink for GraphSink {
 struct Worker {
     retrier: Retrier,
     breaker: Breaker,
-    credentials: Arc<dyn Credentials>,
+    credentials: Arc<dyn TokenProvider>,
     options: GraphSinkOptions,
 }
 
@@ -252,7 +252,7 @@ async fn work(shared: Arc<Shared>, client: GraphServiceClient<Stack>, worker: Wo
                 let (credentials, reached) = (Arc::clone(&credentials), &reached);
                 async move {
                     let mut request = tonic::Request::new(request);
-                    credentials.authorize(&mut request).await?;
+                    umcp_authz::remote::authorize(&*credentials, &mut request).await?;
                     if let Some(left) = attempt.remaining {
                         request.set_timeout(left);
                     }
@@ -307,7 +307,7 @@ async fn work(shared: Arc<Shared>, client: GraphServiceClient<Stack>, worker: Wo
 /// When `graph_url` is invalid.
 pub fn from_config(
     config: &ExecutionConfig,
-    credentials: Option<Arc<dyn Credentials>>,
+    credentials: Option<Arc<dyn TokenProvider>>,
 ) -> Result<Option<Arc<GraphSink>>, String> {
     if config.graph_url.is_empty() {
         tracing::info!("graph_url is empty; results are not persisted to the graph");

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use umcp_authz::permissions::Role;
-use umcp_execution::graph_sink::{FixedToken, GraphSink, GraphSinkOptions, mapping};
+use umcp_execution::graph_sink::{GraphSink, GraphSinkOptions, StaticToken, mapping};
 use umcp_execution::model::{Language, RunStatus};
 use umcp_execution::service::ExecutionService;
 use umcp_execution::sink::ResultSink;
@@ -76,7 +76,7 @@ fn sink(url: String, issuer: &TestIssuer) -> Arc<GraphSink> {
         },
     };
     let token = issuer.token("execution-service", &[Role::Service]);
-    let credentials = Arc::new(FixedToken::new(&token).expect("token"));
+    let credentials = Arc::new(StaticToken::new(token.as_str()));
     Arc::new(GraphSink::start(options, credentials).expect("sink"))
 }
 

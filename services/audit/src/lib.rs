@@ -1,0 +1,141 @@
+//! `umcp-audit`: the append-only, hash-chained security audit log (`umcp.audit.v1`).
+//!
+//! Domain code: [`frame`] (the file format), [`chain`] (keyed hash chain, signed checkpoint),
+//! [`recovery`] (open, cut a torn tail, verify), [`writer`] (group commit), [`index`] (the
+//! in-memory query index), [`verify`] (tamper detection), [`validate`] (what events may
+//! contain), [`store::AuditLog`] (the API over all of it). [`grpc`] only adapts it to the wire.
+//!
+//! Slow `Tail` consumers: each stream may fall `tail_buffer` events behind the live log; past
+//! that its stream ends with RESOURCE_EXHAUSTED naming the sequence to resume from. Commits
+//! never wait for readers.
+
+pub mod chain;
+mod config;
+mod error;
+mod frame;
+pub mod grpc;
+mod index;
+mod recovery;
+pub mod store;
+pub mod validate;
+pub mod verify;
+mod writer;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tonic::service::Routes;
+use umcp_authz::{AuthClient, AuthLayer, Verifier};
+use umcp_proto::audit::v1::audit_service_server::AuditServiceServer;
+use umcp_rpc::process::ProcessConfig;
+
+pub use config::AuditConfig;
+pub use error::AuditError;
+pub use grpc::AuditGrpc;
+pub use index::Filter;
+pub use store::{AuditLog, LogOptions, Page};
+pub use writer::RecordOutcome;
+
+impl ProcessConfig for AuditConfig {
+    fn log(&self) -> &umcp_telemetry::LogConfig {
+        &self.log
+    }
+
+    fn listen(&self) -> &str {
+        &self.listen
+    }
+}
+
+/// Why the audit service could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The chain key or the log could not be opened.
+    #[error("{0}")]
+    Storage(String),
+    /// The token verifier could not start.
+    #[error(transparent)]
+    Auth(#[from] umcp_authz::runtime::AuthClientError),
+    /// Serving failed.
+    #[error(transparent)]
+    Serve(#[from] umcp_rpc::ServeError),
+}
+
+impl AuditConfig {
+    /// The log options of this configuration (loads or creates the chain key).
+    ///
+    /// # Errors
+    /// When the key cannot be loaded.
+    pub fn log_options(&self) -> Result<LogOptions, Error> {
+        Ok(LogOptions {
+            dir: self.data_dir.clone(),
+            key: self.chain_key().map_err(Error::Storage)?,
+            sync_checkpoint: self.sync_checkpoint,
+            tail_buffer: self.tail_buffer,
+            queue: self.write_queue,
+        })
+    }
+}
+
+/// Serves the audit service on `listener` until `shutdown` completes, verifying tokens against
+/// the auth service of `config.auth`.
+///
+/// # Errors
+/// See [`Error`].
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    config: AuditConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let auth = AuthClient::start(&config.auth)?;
+    let verifier = Arc::clone(&auth.verifier);
+    serve(listener, config, verifier, shutdown).await
+}
+
+/// [`run`] with the verifier given (tests bring their own issuer).
+///
+/// # Errors
+/// See [`Error`].
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    config: AuditConfig,
+    verifier: Arc<Verifier>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let options = config.log_options()?;
+    let log = tokio::task::spawn_blocking(move || AuditLog::open(options))
+        .await
+        .map_err(|e| Error::Storage(format!("opening the audit log panicked: {e}")))?
+        .map_err(Error::Storage)?;
+    let log = Arc::new(log);
+    tracing::info!(
+        data_dir = %config.data_dir.display(),
+        head = log.head(),
+        damaged = log.damage().is_some(),
+        "audit service ready"
+    );
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_serving::<AuditServiceServer<AuditGrpc>>()
+        .await;
+    let svc = AuditServiceServer::new(AuditGrpc::new(Arc::clone(&log)))
+        .max_decoding_message_size(umcp_rpc::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(umcp_rpc::MAX_MESSAGE_BYTES);
+    let routes = Routes::new(health).add_service(svc);
+    let streams = Arc::clone(&log);
+    let shutdown = async move {
+        shutdown.await;
+        // Tail streams never end on their own; graceful shutdown would wait for them.
+        streams.stop_streams();
+    };
+    let result = umcp_rpc::serve_with_auth(
+        "audit",
+        listener,
+        routes,
+        AuthLayer::new(verifier),
+        shutdown,
+    )
+    .await;
+    // Let the writer finish the commits it has (their callers are gone, the data is not).
+    tokio::task::spawn_blocking(move || log.close()).await.ok();
+    result.map_err(Error::from)
+}

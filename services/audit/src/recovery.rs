@@ -1,0 +1,215 @@
+//! Opening the data directory: create a fresh log, or rebuild the index from an existing one,
+//! cut off a torn tail that was never acknowledged, and verify the whole chain.
+//!
+//! Only bytes after the last complete record, and only when that record is at or beyond the
+//! signed checkpoint, are ever removed: every acknowledged record is covered by the checkpoint
+//! (it is rewritten before the acknowledgement), so such bytes belong to a commit that was
+//! cut short by a crash and never acknowledged. Anything else that looks wrong is left exactly
+//! as found and reported as damage.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+use umcp_proto::audit::v1::AuditEvent;
+
+use crate::chain::{
+    ChainKey, Checkpoint, CheckpointFile, CheckpointState, GENESIS, read_checkpoint,
+};
+use crate::frame::{self, HEADER_LEN, Scanned, Scanner};
+use crate::index::Index;
+use crate::verify::{self, Problem, ProblemKind, Range};
+
+/// File names inside the data directory.
+pub(crate) const LOG_FILE: &str = "audit.log";
+pub(crate) const CHECKPOINT_FILE: &str = "checkpoint";
+
+/// The state of an opened log.
+#[derive(Debug)]
+pub(crate) struct Recovered {
+    pub(crate) file: File,
+    pub(crate) log_path: PathBuf,
+    pub(crate) checkpoint_path: PathBuf,
+    pub(crate) checkpoint: CheckpointFile,
+    pub(crate) index: Index,
+    /// End of the last record.
+    pub(crate) end: u64,
+    pub(crate) head_sequence: u64,
+    pub(crate) head_hash: [u8; 32],
+    pub(crate) damage: Option<Problem>,
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn create_log(path: &Path) -> io::Result<File> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(&frame::header())?;
+    file.sync_all()?;
+    Ok(file)
+}
+
+/// Opens or creates the log in `dir`.
+///
+/// # Errors
+/// I/O errors, or `InvalidData` when `audit.log` is not an audit log.
+pub(crate) fn open(dir: &Path, key: &ChainKey, sync_checkpoint: bool) -> io::Result<Recovered> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let log_path = dir.join(LOG_FILE);
+    let checkpoint_path = dir.join(CHECKPOINT_FILE);
+    let checkpoint_state = read_checkpoint(&checkpoint_path, key)?;
+    let mut missing_log = None;
+    let file = match OpenOptions::new().read(true).write(true).open(&log_path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let file = create_log(&log_path)?;
+            match checkpoint_state {
+                CheckpointState::Missing => {
+                    let mut cp = CheckpointFile::open(&checkpoint_path, sync_checkpoint)?;
+                    cp.reset(
+                        key,
+                        Checkpoint {
+                            sequence: 0,
+                            hash: GENESIS,
+                        },
+                    )?;
+                    sync_dir(dir)?;
+                    tracing::info!(dir = %dir.display(), "created a new audit log");
+                }
+                // A checkpoint without a log: the log was deleted. Keep the checkpoint as
+                // evidence and refuse writes.
+                _ => missing_log = Some(()),
+            }
+            file
+        }
+        Err(e) => return Err(e),
+    };
+    let mut recovered = rebuild(file, log_path, checkpoint_path, key, sync_checkpoint)?;
+    if missing_log.is_some() && recovered.damage.is_none() {
+        recovered.damage = Some(Problem {
+            sequence: 1,
+            kind: ProblemKind::Truncated,
+            detail: "the log file was missing while a checkpoint exists".into(),
+        });
+    }
+    Ok(recovered)
+}
+
+fn rebuild(
+    mut file: File,
+    log_path: PathBuf,
+    checkpoint_path: PathBuf,
+    key: &ChainKey,
+    sync_checkpoint: bool,
+) -> io::Result<Recovered> {
+    let len = file.metadata()?.len();
+    let mut header = [0u8; HEADER_LEN as usize];
+    file.seek(SeekFrom::Start(0))?;
+    if len < HEADER_LEN || file.read_exact(&mut header).is_err() || !frame::header_ok(&header) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} is not an audit log of a known version",
+                log_path.display()
+            ),
+        ));
+    }
+    let checkpoint_state = read_checkpoint(&checkpoint_path, key)?;
+
+    // Pass 1: index every readable record and find trailing garbage.
+    let mut index = Index::default();
+    let mut scanner = Scanner::new(BufReader::with_capacity(1 << 20, &file), len);
+    let mut last_good: Option<(u64, u64)> = None; // (end offset, sequence)
+    let mut garbage_from: Option<u64> = None;
+    while let Some(item) = scanner.next_item()? {
+        match item {
+            Scanned::Record(r) => {
+                if let Ok(mut event) = AuditEvent::decode(r.event.as_slice()) {
+                    event.sequence = r.sequence;
+                    index.push(r.offset, r.len, r.sequence, &event);
+                }
+                last_good = Some((r.offset + u64::from(r.len), r.sequence));
+                garbage_from = None;
+            }
+            Scanned::Corrupt { offset }
+            | Scanned::Torn { offset }
+            | Scanned::Garbled { offset } => {
+                garbage_from.get_or_insert(offset);
+            }
+        }
+    }
+    let (good_end, good_seq) = last_good.unwrap_or((HEADER_LEN, 0));
+    let mut end = len;
+    if let Some(cut) = garbage_from {
+        let covered =
+            matches!(checkpoint_state, CheckpointState::Valid(cp) if good_seq >= cp.sequence);
+        if covered {
+            tracing::warn!(
+                bytes = len - cut,
+                after_sequence = good_seq,
+                "removing a torn, never acknowledged write at the end of the audit log"
+            );
+            file.set_len(cut)?;
+            file.sync_all()?;
+            end = cut;
+        }
+    }
+    debug_assert!(good_end <= end);
+
+    // Pass 2: recompute the chain over everything and compare with the checkpoint.
+    let mut reader = BufReader::with_capacity(1 << 20, File::open(&log_path)?);
+    reader.seek(SeekFrom::Start(HEADER_LEN))?;
+    let range = Range {
+        from: 1,
+        to: None,
+        allow_ahead: true,
+    };
+    let report = verify::verify(Scanner::new(reader, end), key, checkpoint_state, range)?;
+    let mut checkpoint = CheckpointFile::open(&checkpoint_path, sync_checkpoint)?;
+    let damage = report.problem.clone();
+    match &damage {
+        None => {
+            // Re-sign the head: adopts complete records written just before a crash and puts
+            // both slots into a known state.
+            checkpoint.reset(
+                key,
+                Checkpoint {
+                    sequence: report.head_sequence,
+                    hash: report.head_hash,
+                },
+            )?;
+            tracing::info!(
+                events = report.head_sequence,
+                bytes = end,
+                "audit log opened and verified"
+            );
+        }
+        Some(problem) => tracing::error!(
+            first_bad_sequence = problem.sequence,
+            problem = %problem,
+            "audit log failed verification; writes are refused until it is restored"
+        ),
+    }
+    Ok(Recovered {
+        file,
+        log_path,
+        checkpoint_path,
+        checkpoint,
+        index,
+        end,
+        head_sequence: report.head_sequence,
+        head_hash: report.head_hash,
+        damage,
+    })
+}
