@@ -2,6 +2,7 @@
 //! (a real tonic server in this file) where the test must see what the backend received
 //! (forwarded headers, deadlines) or needs a streaming RPC with controlled timing.
 
+mod audit;
 mod mesh;
 mod recording;
 mod tokens;

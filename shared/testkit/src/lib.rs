@@ -46,6 +46,20 @@ impl Spawned {
         }
     }
 
+    /// Wraps a server the test started itself on a known address.
+    #[must_use]
+    pub fn adopt(
+        addr: SocketAddr,
+        shutdown: oneshot::Sender<()>,
+        handle: JoinHandle<Result<(), String>>,
+    ) -> Self {
+        Self {
+            addr,
+            shutdown: Some(shutdown),
+            handle: Some(handle),
+        }
+    }
+
     /// `http://127.0.0.1:<port>`.
     #[must_use]
     pub fn url(&self) -> String {
