@@ -43,28 +43,30 @@ wait_port() { # port: wait until something listens (the gateway reports health o
 # follow revocations (and, later, for its own calls).
 key_file="$DATA_ROOT/service-api-key.txt"
 start auth UMCP_LISTEN=127.0.0.1:50052 UMCP_DATA_ROOT="$DATA_ROOT" UMCP_TRUST_FORWARDED_FOR=true \
-  UMCP_BOOTSTRAP_SERVICE_KEY_FILE="$key_file"
+  UMCP_BOOTSTRAP_SERVICE_KEY_FILE="$key_file" UMCP_AUDIT__SPOOL_DIR="$DATA_ROOT/audit-spool/auth"
 wait_port 50052
 for _ in $(seq 1 100); do [ -s "$key_file" ] && break; sleep 0.1; done
 common=(UMCP_AUTH__URL=http://127.0.0.1:50052 UMCP_AUTH__API_KEY_FILE="$key_file")
 
-start graph "${common[@]}" UMCP_LISTEN=127.0.0.1:50053 UMCP_DATA_DIR="$DATA_ROOT/graph"
+# Audit next, so producers find it at once (they spool until it answers either way).
+start audit "${common[@]}" UMCP_LISTEN=127.0.0.1:50055 UMCP_DATA_DIR="$DATA_ROOT/audit"
+wait_port 50055
+audit_url=http://127.0.0.1:50055
+
+start graph "${common[@]}" UMCP_LISTEN=127.0.0.1:50053 UMCP_DATA_DIR="$DATA_ROOT/graph" \
+  UMCP_AUDIT__SPOOL_DIR="$DATA_ROOT/audit-spool/graph"
 wait_port 50053
 execution_url=
 if [ -x "$BIN_DIR/umcp-execution" ]; then
-  start execution "${common[@]}" UMCP_LISTEN=127.0.0.1:50054
+  start execution "${common[@]}" UMCP_LISTEN=127.0.0.1:50054 UMCP_GRAPH_URL=http://127.0.0.1:50053 \
+    UMCP_AUDIT__SPOOL_DIR="$DATA_ROOT/audit-spool/execution"
   wait_port 50054
   execution_url=http://127.0.0.1:50054
-fi
-audit_url=
-if [ -x "$BIN_DIR/umcp-audit" ]; then
-  start audit "${common[@]}" UMCP_LISTEN=127.0.0.1:50055 UMCP_DATA_DIR="$DATA_ROOT/audit"
-  wait_port 50055
-  audit_url=http://127.0.0.1:50055
 fi
 # A service whose binary is not built is disabled in the gateway (its calls answer UNAVAILABLE
 # saying so) instead of being reported as down.
 start gateway "${common[@]}" UMCP_LISTEN=127.0.0.1:50051 \
+  UMCP_AUDIT__SPOOL_DIR="$DATA_ROOT/audit-spool/gateway" \
   UMCP_BACKENDS__AUTH=http://127.0.0.1:50052 \
   UMCP_BACKENDS__GRAPH=http://127.0.0.1:50053 \
   UMCP_BACKENDS__EXECUTION="$execution_url" \
