@@ -8,70 +8,15 @@
 // A benchmark reports on stdout.
 #![allow(clippy::print_stdout)]
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod support;
+
 use hdrhistogram::Histogram;
+use support::{free_port, mint, spawn};
 use tonic::transport::{Channel, Endpoint};
-use umcp_authz::claims::{AuthMethod, Claims, DEFAULT_AUDIENCE, DEFAULT_ISSUER};
 use umcp_proto::execution::v1::execution_service_client::ExecutionServiceClient;
 use umcp_proto::execution::v1::{ExecuteRequest, Language, RunStatus};
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(name: &str, env: &[(&str, String)]) -> Proc {
-    let exe = std::env::current_exe().expect("current exe");
-    let bin: PathBuf = exe
-        .parent()
-        .and_then(|p| p.parent())
-        .expect("target dir")
-        .join(name);
-    let mut cmd = Command::new(&bin);
-    cmd.stdout(Stdio::null()).stderr(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    Proc(
-        cmd.spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display())),
-    )
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind")
-        .port()
-}
-
-fn token(jwks: &std::path::Path) -> String {
-    let key = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
-    let doc = umcp_authz::keys::jwks_json(&[umcp_authz::keys::jwk("bench", &key.verifying_key())]);
-    std::fs::write(jwks, doc).expect("write jwks");
-    let now = umcp_authz::verifier::unix_now();
-    let claims = Claims {
-        iss: DEFAULT_ISSUER.into(),
-        aud: DEFAULT_AUDIENCE.into(),
-        sub: "bench".into(),
-        name: "bench".into(),
-        roles: vec!["developer".into()],
-        jti: "bench-execute".into(),
-        sid: "bench-session".into(),
-        amr: AuthMethod::Password,
-        iat: now,
-        nbf: now,
-        exp: now + 3600,
-    };
-    umcp_authz::jws::sign(&claims, "bench", &key)
-}
 
 async fn execute(
     client: &mut ExecutionServiceClient<Channel>,
@@ -135,7 +80,7 @@ async fn main() {
         .unwrap_or(200);
     let dir = tempfile::tempdir().expect("tempdir");
     let jwks = dir.path().join("jwks.json");
-    let token = token(&jwks);
+    let token = mint(&jwks, &["developer"]);
     let jwks = jwks.display().to_string();
     let (exec_port, gw_port) = (free_port(), free_port());
     let venv = std::env::current_dir()

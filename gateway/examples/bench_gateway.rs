@@ -14,43 +14,17 @@
 // A benchmark reports on stdout.
 #![allow(clippy::print_stdout)]
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+mod support;
+
 use hdrhistogram::Histogram;
+use support::{free_port, mint, spawn};
 use tonic::transport::{Channel, Endpoint};
 use umcp_proto::graph::v1::GetMetricsRequest;
 use umcp_proto::graph::v1::graph_service_client::GraphServiceClient;
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    // target/release/examples/bench_gateway -> target/release/<name>
-    let dir = exe.parent().and_then(|p| p.parent()).expect("target dir");
-    dir.join(name)
-}
-
-fn spawn(name: &str, env: &[(&str, String)]) -> Proc {
-    let mut cmd = Command::new(bin(name));
-    cmd.stdout(Stdio::null()).stderr(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    Proc(cmd.spawn().unwrap_or_else(|e| {
-        panic!("start {name} (build with `cargo build --release --bins`): {e}")
-    }))
-}
 
 struct Round {
     requests: u64,
@@ -77,29 +51,6 @@ fn request() -> tonic::Request<GetMetricsRequest> {
         .metadata_mut()
         .insert("authorization", value.parse().expect("ascii token"));
     request
-}
-
-/// Mints an admin token and writes the JWKS that verifies it.
-fn mint(jwks_path: &std::path::Path) {
-    use umcp_authz::claims::{AuthMethod, Claims, DEFAULT_AUDIENCE, DEFAULT_ISSUER};
-    let key = ed25519_dalek::SigningKey::from_bytes(&[42u8; 32]);
-    let jwks = umcp_authz::keys::jwks_json(&[umcp_authz::keys::jwk("bench", &key.verifying_key())]);
-    std::fs::write(jwks_path, jwks).expect("write jwks");
-    let now = umcp_authz::verifier::unix_now();
-    let claims = Claims {
-        iss: DEFAULT_ISSUER.into(),
-        aud: DEFAULT_AUDIENCE.into(),
-        sub: "bench".into(),
-        name: "bench".into(),
-        roles: vec!["admin".into()],
-        jti: "bench-token".into(),
-        sid: "bench-session".into(),
-        amr: AuthMethod::Password,
-        iat: now,
-        nbf: now,
-        exp: now + 3600,
-    };
-    let _ = TOKEN.set(umcp_authz::jws::sign(&claims, "bench", &key));
 }
 
 async fn connect(url: &str) -> Channel {
@@ -167,13 +118,6 @@ async fn round(url: &str, seconds: u64, connections: usize, per_connection: usiz
     total
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind")
-        .port()
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() {
     let args: Vec<u64> = std::env::args()
@@ -186,7 +130,7 @@ async fn main() {
 
     let data = tempfile::tempdir().expect("tempdir");
     let jwks = data.path().join("jwks.json");
-    mint(&jwks);
+    let _ = TOKEN.set(mint(&jwks, &["admin"]));
     let jwks = jwks.display().to_string();
     let (graph_port, gateway_port, open_port) = (free_port(), free_port(), free_port());
     let _graph = spawn(

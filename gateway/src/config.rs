@@ -1,11 +1,9 @@
 //! Gateway configuration (see `umcp-config` for sources and precedence).
 
-use std::net::SocketAddr;
-
 use serde::{Deserialize, Serialize};
 use umcp_audit_client::AuditClientConfig;
 use umcp_authz::AuthClientConfig;
-use umcp_config::{Validate, env_name};
+use umcp_config::{Validate, check_http_url, check_socket_addr, env_name};
 use umcp_telemetry::LogConfig;
 
 /// Everything the gateway reads at start-up.
@@ -100,28 +98,10 @@ impl Validate for GatewayConfig {
         let mut problems = self.log.problems();
         problems.extend(self.auth.problems());
         problems.extend(self.audit.problems());
-        if self.listen.parse::<SocketAddr>().is_err() {
-            problems.push(format!(
-                "listen ({}) `{}` is not a socket address like 127.0.0.1:50051",
-                env_name("listen"),
-                self.listen
-            ));
-        }
+        problems.extend(check_socket_addr("listen", &self.listen, "127.0.0.1:50051"));
         for (name, _, url) in self.backends.entries() {
-            if url.is_empty() {
-                continue;
-            }
-            let ok = url
-                .parse::<http::Uri>()
-                .ok()
-                .is_some_and(|u| u.scheme_str() == Some("http") && u.authority().is_some());
-            if !ok {
-                problems.push(format!(
-                    "backends.{name} ({}) `{url}` must be an http://host:port URL, or empty to \
-                     disable the service",
-                    env_name(&format!("backends.{name}"))
-                ));
-            }
+            let key = format!("backends.{name}");
+            problems.extend(check_http_url(&key, url, Some("disable the service")));
         }
         if !(50..=60_000).contains(&self.connect_timeout_ms) {
             problems.push(format!(

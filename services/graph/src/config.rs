@@ -1,13 +1,12 @@
 //! Typed configuration of the graph service (defaults → optional TOML file → `UMCP_*`).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use umcp_audit_client::AuditClientConfig;
 use umcp_authz::AuthClientConfig;
-use umcp_config::{Validate, env_name};
+use umcp_config::{Validate, check_socket_addr, env_name};
 use umcp_store::grafeo::GrafeoConfig;
 use umcp_telemetry::LogConfig;
 
@@ -73,13 +72,7 @@ impl Validate for GraphConfig {
         let mut problems = self.log.problems();
         problems.extend(self.auth.problems());
         problems.extend(self.audit.problems());
-        if self.listen.parse::<SocketAddr>().is_err() {
-            problems.push(format!(
-                "listen ({}) `{}` is not an address; example: 127.0.0.1:50053",
-                env_name("listen"),
-                self.listen
-            ));
-        }
+        problems.extend(check_socket_addr("listen", &self.listen, "127.0.0.1:50053"));
         if self.data_dir.as_os_str().is_empty() {
             problems.push(format!(
                 "data_dir ({}) is empty; give a directory such as ./data/graph",

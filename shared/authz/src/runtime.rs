@@ -80,17 +80,7 @@ impl AuthClientConfig {
     #[must_use]
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        let url_ok = self
-            .url
-            .parse::<http::Uri>()
-            .ok()
-            .is_some_and(|u| u.scheme_str() == Some("http") && u.authority().is_some());
-        if !url_ok {
-            problems.push(format!(
-                "auth.url (UMCP_AUTH__URL) `{}` must be an http://host:port URL",
-                self.url
-            ));
-        }
+        problems.extend(umcp_config::check_http_url("auth.url", &self.url, None));
         if !self.api_key.is_empty() && !self.api_key_file.is_empty() {
             problems.push(
                 "set only one of auth.api_key (UMCP_AUTH__API_KEY) and auth.api_key_file \

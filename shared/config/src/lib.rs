@@ -181,6 +181,40 @@ fn describe(error: &figment::Error) -> String {
         .join("; ")
 }
 
+/// A problem when `value` (the setting `key`) is not a socket address like `example`.
+#[must_use]
+pub fn check_socket_addr(key: &str, value: &str, example: &str) -> Option<String> {
+    value.parse::<std::net::SocketAddr>().is_err().then(|| {
+        format!(
+            "{key} ({}) `{value}` is not a socket address like {example}",
+            env_name(key)
+        )
+    })
+}
+
+/// A problem when `value` (the setting `key`) is not an `http://host:port` URL; an empty value
+/// is allowed when `empty_means` says what it means (e.g. "disable auditing").
+#[must_use]
+pub fn check_http_url(key: &str, value: &str, empty_means: Option<&str>) -> Option<String> {
+    if value.is_empty() && empty_means.is_some() {
+        return None;
+    }
+    let ok = value
+        .parse::<http::Uri>()
+        .ok()
+        .is_some_and(|u| u.scheme_str() == Some("http") && u.authority().is_some());
+    (!ok).then(|| match empty_means {
+        Some(meaning) => format!(
+            "{key} ({}) `{value}` must be an http://host:port URL, or empty to {meaning}",
+            env_name(key)
+        ),
+        None => format!(
+            "{key} ({}) `{value}` must be an http://host:port URL",
+            env_name(key)
+        ),
+    })
+}
+
 /// The environment variable that sets `key` (`backends.graph` → `UMCP_BACKENDS__GRAPH`).
 #[must_use]
 pub fn env_name(key: &str) -> String {
@@ -287,6 +321,25 @@ mod tests {
         });
         assert!(missing.unwrap_err().to_string().contains("cannot read"));
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn address_and_url_checks_name_the_variable() {
+        assert_eq!(check_socket_addr("listen", "127.0.0.1:1", "x"), None);
+        let p = check_socket_addr("listen", "localhost", "127.0.0.1:50051").unwrap();
+        assert!(
+            p.contains("UMCP_LISTEN") && p.contains("127.0.0.1:50051"),
+            "{p}"
+        );
+        assert_eq!(check_http_url("backends.graph", "http://a:1", None), None);
+        assert_eq!(
+            check_http_url("audit.url", "", Some("disable auditing")),
+            None
+        );
+        let p = check_http_url("backends.graph", "", None).unwrap();
+        assert!(p.contains("UMCP_BACKENDS__GRAPH"), "{p}");
+        let p = check_http_url("audit.url", "graph:1", Some("disable auditing")).unwrap();
+        assert!(p.contains("or empty to disable auditing"), "{p}");
     }
 
     #[test]

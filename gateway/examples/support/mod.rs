@@ -1,0 +1,69 @@
+//! What the benchmarks share: the real release binaries as child processes, free ports, and a
+//! token with the JWKS file that verifies it (so no auth service sits on the measured path —
+//! verification is local in production too).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use umcp_authz::claims::{AuthMethod, Claims, DEFAULT_AUDIENCE, DEFAULT_ISSUER};
+
+/// A child process, killed and reaped when dropped.
+pub(crate) struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the release binary `name` (next to the example: `target/release/<name>`) with `env`.
+pub(crate) fn spawn(name: &str, env: &[(&str, String)]) -> Proc {
+    let exe = std::env::current_exe().expect("current exe");
+    let bin: PathBuf = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .expect("target dir")
+        .join(name);
+    let mut cmd = Command::new(&bin);
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Proc(cmd.spawn().unwrap_or_else(|e| {
+        panic!(
+            "start {} (build with `cargo build --release --bins`): {e}",
+            bin.display()
+        )
+    }))
+}
+
+/// A loopback port that was free a moment ago.
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind")
+        .port()
+}
+
+/// Writes a JWKS to `jwks` and returns a one-hour token with `roles` it verifies.
+pub(crate) fn mint(jwks: &Path, roles: &[&str]) -> String {
+    let key = ed25519_dalek::SigningKey::from_bytes(&[42u8; 32]);
+    let doc = umcp_authz::keys::jwks_json(&[umcp_authz::keys::jwk("bench", &key.verifying_key())]);
+    std::fs::write(jwks, doc).expect("write jwks");
+    let now = umcp_authz::verifier::unix_now();
+    let claims = Claims {
+        iss: DEFAULT_ISSUER.into(),
+        aud: DEFAULT_AUDIENCE.into(),
+        sub: "bench".into(),
+        name: "bench".into(),
+        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        jti: "bench-token".into(),
+        sid: "bench-session".into(),
+        amr: AuthMethod::Password,
+        iat: now,
+        nbf: now,
+        exp: now + 3600,
+    };
+    umcp_authz::jws::sign(&claims, "bench", &key)
+}
