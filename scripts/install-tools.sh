@@ -31,6 +31,8 @@ case "${1:-}" in
       /usr/bin/python3 -m venv .venv || { apt_install python3-venv && /usr/bin/python3 -m venv .venv; }
     fi
     .venv/bin/python -m pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
+    # The execution service runs JavaScript with /usr/bin/node (absolute path, never PATH).
+    [ -x /usr/bin/node ] || apt_install nodejs || echo "install-tools: /usr/bin/node missing; JavaScript runs will fail" >&2
     # shellcheck is optional for the service (Lint says which linters ran) but tested.
     need shellcheck || apt_install shellcheck || echo "install-tools: shellcheck missing; bash lint will skip it" >&2
     touch .venv/.installed
