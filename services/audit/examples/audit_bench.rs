@@ -21,13 +21,14 @@ use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use umcp_audit::chain::ChainKey;
+use umcp_audit::signed::CheckpointKey;
 use umcp_audit::{AuditGrpc, AuditLog, LogOptions};
 use umcp_authz::AuthLayer;
 use umcp_authz::permissions::Role;
 use umcp_proto::audit::v1::audit_service_client::AuditServiceClient;
 use umcp_proto::audit::v1::audit_service_server::AuditServiceServer;
 use umcp_proto::audit::v1::{
-    Actor, AuditEvent, Outcome, QueryRequest, RecordRequest, Severity, VerifyRequest,
+    Actor, AuditEvent, Outcome, OutcomeFilter, QueryRequest, RecordRequest, Severity, VerifyRequest,
 };
 use umcp_proto::common::v1::PageRequest;
 use umcp_testkit::Bearer;
@@ -61,7 +62,9 @@ fn event() -> AuditEvent {
         }),
         peer_address: "10.0.0.7:51234".into(),
         user_agent: "grpc-python/1.66".into(),
-        resource: "/umcp.graph.v1.GraphService/Upsert".into(),
+        // About as many RPCs as the mesh has (21: coprime with the failure period of 10, so
+        // every resource has successes and failures).
+        resource: format!("/umcp.graph.v1.GraphService/Method{}", n % 21),
         action: "upsert".into(),
         outcome: Some(Outcome {
             success: !n.is_multiple_of(10),
@@ -208,12 +211,18 @@ async fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut key = [0u8; 32];
     getrandom::fill(&mut key).expect("randomness");
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).expect("randomness");
     let options = LogOptions {
         dir: dir.path().join("audit"),
         key: ChainKey::from_bytes(key),
         sync_checkpoint: false,
         tail_buffer: 4096,
         queue: 4096,
+        // The service's defaults, so their cost is part of the measurement.
+        signing_key: CheckpointKey::from_seed(seed),
+        sign_every_events: 1000,
+        sign_interval: Duration::from_secs(10),
     };
     let log = Arc::new(AuditLog::open(options.clone()).expect("open log"));
     let issuer = TestIssuer::new();
@@ -332,11 +341,20 @@ async fn main() {
             }),
         ),
         (
-            "type + failures only (page 1000)",
+            "type + failures (page 1000)",
             Box::new(move |i| QueryRequest {
                 event_types: vec![1 + (i % 17) as i32],
-                failures_only: true,
+                outcome: OutcomeFilter::Failure as i32,
                 page: page(1000),
+                ..Default::default()
+            }),
+        ),
+        (
+            "resource + successes (page 100)",
+            Box::new(move |i| QueryRequest {
+                resource: format!("/umcp.graph.v1.GraphService/Method{}", i % 21),
+                outcome: OutcomeFilter::Success as i32,
+                page: page(100),
                 ..Default::default()
             }),
         ),
@@ -372,7 +390,7 @@ async fn main() {
         (
             "failures in the last 100 s (page 1000)",
             Box::new(move |_| QueryRequest {
-                failures_only: true,
+                outcome: OutcomeFilter::Failure as i32,
                 since: Some(Timestamp {
                     seconds: BASE_SECONDS + span - 100,
                     nanos: 0,

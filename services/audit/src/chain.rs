@@ -64,38 +64,7 @@ impl ChainKey {
     /// # Errors
     /// When the file cannot be read or created, holds no valid key, or is readable by others.
     pub fn load_or_create(path: &Path) -> Result<Self, String> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
-                let mode = std::fs::metadata(path)
-                    .map_err(|e| format!("cannot stat {}: {e}", path.display()))?
-                    .permissions()
-                    .mode();
-                if mode & 0o077 != 0 {
-                    return Err(format!(
-                        "{} is accessible by group or others (mode {:o}); chmod 600 it",
-                        path.display(),
-                        mode & 0o777
-                    ));
-                }
-                Self::from_hex(&text).map_err(|e| format!("{}: {e}", path.display()))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let mut bytes = [0u8; 32];
-                getrandom::fill(&mut bytes).map_err(|e| format!("no os randomness: {e}"))?;
-                let mut file = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(path)
-                    .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-                file.write_all(hex::encode(bytes).as_bytes())
-                    .and_then(|()| file.sync_all())
-                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-                tracing::info!(path = %path.display(), "created a new audit chain key");
-                Ok(Self(bytes))
-            }
-            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
-        }
+        load_or_create_secret(path, "audit chain key").map(Self)
     }
 
     fn mac(&self) -> HmacSha256 {
@@ -119,6 +88,49 @@ impl ChainKey {
         mac.update(&sequence.to_be_bytes());
         mac.update(hash);
         mac.finalize().into_bytes().into()
+    }
+}
+
+/// Loads 32 secret bytes kept as hex in `path`, creating the file with random bytes (mode
+/// 0600) when it does not exist. `what` names the key in the log line of a creation.
+///
+/// # Errors
+/// When the file cannot be read or created, holds no 64 hex characters, or is readable by
+/// others.
+pub(crate) fn load_or_create_secret(path: &Path, what: &str) -> Result<[u8; 32], String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let mode = std::fs::metadata(path)
+                .map_err(|e| format!("cannot stat {}: {e}", path.display()))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                return Err(format!(
+                    "{} is accessible by group or others (mode {:o}); chmod 600 it",
+                    path.display(),
+                    mode & 0o777
+                ));
+            }
+            ChainKey::from_hex(&text)
+                .map(|k| k.0)
+                .map_err(|e| format!("{}: {e}", path.display()))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let mut bytes = [0u8; 32];
+            getrandom::fill(&mut bytes).map_err(|e| format!("no os randomness: {e}"))?;
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+            file.write_all(hex::encode(bytes).as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            tracing::info!(path = %path.display(), key = what, "created a new audit key");
+            Ok(bytes)
+        }
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Audit service configuration (see `umcp-config` for sources and precedence).
 
 use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -9,6 +10,7 @@ use umcp_config::{Validate, env_name};
 use umcp_telemetry::LogConfig;
 
 use crate::chain::ChainKey;
+use crate::signed::{CheckpointKey, SIGNED_FILE, SIGNING_KEY_FILE};
 
 /// Everything the audit service reads at start-up.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,7 +18,9 @@ use crate::chain::ChainKey;
 pub struct AuditConfig {
     /// gRPC listen address (`UMCP_LISTEN`, default `127.0.0.1:50055`).
     pub listen: String,
-    /// Directory of the log, checkpoint and key file (`UMCP_DATA_DIR`, default `./data/audit`).
+    /// Directory of the log, the checkpoints and the key files (`UMCP_DATA_DIR`, default
+    /// `./data/audit`). The Ed25519 checkpoint key is always `<data_dir>/signing.key`, created
+    /// with mode 0600 on first start.
     pub data_dir: PathBuf,
     /// Chain key file (`UMCP_KEY_FILE`, default `<data_dir>/chain.key`), created with a random
     /// key and mode 0600 on first start. Keep a copy out of band: without it the log cannot be
@@ -37,6 +41,12 @@ pub struct AuditConfig {
     /// `Record` calls that may wait for the writer before more get RESOURCE_EXHAUSTED
     /// (`UMCP_WRITE_QUEUE`, default 4096, 1–1000000).
     pub write_queue: usize,
+    /// Sign an Ed25519 checkpoint once this many events are not covered by one
+    /// (`UMCP_SIGN_EVERY_EVENTS`, default 1000, 1–1000000).
+    pub sign_every_events: u64,
+    /// … or this long after the first commit not covered (`UMCP_SIGN_INTERVAL_MS`, default
+    /// 10000, 10–3600000). An idle log is not re-signed.
+    pub sign_interval_ms: u64,
     /// Token verification (`UMCP_AUTH__URL`, `UMCP_AUTH__API_KEY`, …).
     pub auth: AuthClientConfig,
     /// Logging (`UMCP_LOG__FORMAT`, `UMCP_LOG__FILTER`).
@@ -60,6 +70,8 @@ impl std::fmt::Debug for AuditConfig {
             .field("sync_checkpoint", &self.sync_checkpoint)
             .field("tail_buffer", &self.tail_buffer)
             .field("write_queue", &self.write_queue)
+            .field("sign_every_events", &self.sign_every_events)
+            .field("sign_interval_ms", &self.sign_interval_ms)
             .field("auth", &self.auth)
             .field("log", &self.log)
             .finish()
@@ -76,6 +88,8 @@ impl Default for AuditConfig {
             sync_checkpoint: false,
             tail_buffer: 4096,
             write_queue: 4096,
+            sign_every_events: 1000,
+            sign_interval_ms: 10_000,
             auth: AuthClientConfig::default(),
             log: LogConfig::default(),
         }
@@ -120,6 +134,30 @@ impl AuditConfig {
         }
         ChainKey::load_or_create(&path)
     }
+
+    /// Loads the Ed25519 checkpoint key from `<data_dir>/signing.key`, creating it on first
+    /// start.
+    ///
+    /// # Errors
+    /// A key file that cannot be used, or a missing key while a signed checkpoint exists.
+    pub fn signing_key(&self) -> Result<CheckpointKey, String> {
+        let path = self.data_dir.join(SIGNING_KEY_FILE);
+        // A fresh key would make the existing signed checkpoint look forged.
+        let signed = self.data_dir.join(SIGNED_FILE);
+        if signed.exists() && !path.exists() {
+            return Err(format!(
+                "the checkpoint signing key {} is missing but {} exists; restore the key",
+                path.display(),
+                signed.display()
+            ));
+        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.data_dir)
+            .map_err(|e| format!("cannot create {}: {e}", self.data_dir.display()))?;
+        CheckpointKey::load_or_create(&path)
+    }
 }
 
 impl Validate for AuditConfig {
@@ -163,6 +201,20 @@ impl Validate for AuditConfig {
                 ));
             }
         }
+        if !(1..=1_000_000).contains(&self.sign_every_events) {
+            problems.push(format!(
+                "sign_every_events ({}) must be 1..=1000000, got {}",
+                env_name("sign_every_events"),
+                self.sign_every_events
+            ));
+        }
+        if !(10..=3_600_000).contains(&self.sign_interval_ms) {
+            problems.push(format!(
+                "sign_interval_ms ({}) must be 10..=3600000, got {}",
+                env_name("sign_interval_ms"),
+                self.sign_interval_ms
+            ));
+        }
         problems
     }
 }
@@ -183,6 +235,10 @@ mod tests {
         assert_eq!(cfg.tail_buffer, 64);
         assert_eq!(cfg.listen, "127.0.0.1:50055");
         assert_eq!(cfg.key_path(), PathBuf::from("/tmp/audit-x/chain.key"));
+        assert_eq!(
+            (cfg.sign_every_events, cfg.sign_interval_ms),
+            (1000, 10_000)
+        );
     }
 
     #[test]
@@ -191,10 +247,18 @@ mod tests {
             ("UMCP_LISTEN", "nope"),
             ("UMCP_KEY", "abcd"),
             ("UMCP_TAIL_BUFFER", "1"),
+            ("UMCP_SIGN_EVERY_EVENTS", "0"),
+            ("UMCP_SIGN_INTERVAL_MS", "1"),
         ]))
         .unwrap_err()
         .to_string();
-        for needle in ["UMCP_LISTEN", "UMCP_KEY", "UMCP_TAIL_BUFFER"] {
+        for needle in [
+            "UMCP_LISTEN",
+            "UMCP_KEY",
+            "UMCP_TAIL_BUFFER",
+            "UMCP_SIGN_EVERY_EVENTS",
+            "UMCP_SIGN_INTERVAL_MS",
+        ] {
             assert!(err.contains(needle), "{needle} missing in {err}");
         }
         let cfg = AuditConfig {

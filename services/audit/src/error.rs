@@ -41,6 +41,9 @@ pub enum AuditError {
     /// Storage failed while writing (e.g. fsync error); the service must be restarted.
     #[error("the audit log storage failed; the service must be restarted")]
     StorageFailed,
+    /// Nothing to return yet (e.g. no signed checkpoint).
+    #[error("{0}")]
+    NotFound(String),
     /// The service is shutting down.
     #[error("the audit service is shutting down")]
     ShuttingDown,
@@ -71,6 +74,7 @@ impl From<AuditError> for Status {
                 with_reason(Code::ResourceExhausted, "tail_consumer_too_slow", message)
             }
             AuditError::Damaged { .. } => with_reason(Code::DataLoss, "audit_log_damaged", message),
+            AuditError::NotFound(_) => Status::not_found(message),
             AuditError::StorageFailed | AuditError::ShuttingDown => {
                 with_reason(Code::Unavailable, "audit_unavailable", message)
             }
@@ -109,6 +113,7 @@ mod tests {
                 },
                 Code::DataLoss,
             ),
+            (AuditError::NotFound("none".into()), Code::NotFound),
             (AuditError::StorageFailed, Code::Unavailable),
             (AuditError::ShuttingDown, Code::Unavailable),
             (AuditError::Internal("/secret/path".into()), Code::Internal),

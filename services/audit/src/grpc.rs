@@ -11,13 +11,17 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use umcp_proto::audit::v1::audit_service_server::AuditService;
 use umcp_proto::audit::v1::{
-    AuditEvent, EventType, QueryRequest, QueryResponse, RecordRequest, RecordResponse, TailRequest,
-    TailResponse, VerifyRequest, VerifyResponse,
+    AuditEvent, EventType, ExportCheckpointRequest, ExportCheckpointResponse, OutcomeFilter,
+    QueryRequest, QueryResponse, RecordRequest, RecordResponse, TailRequest, TailResponse,
+    VerifyRequest, VerifyResponse,
 };
 use umcp_proto::common::v1::PageResponse;
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
 use crate::error::AuditError;
-use crate::index::Filter;
+use crate::index::{Filter, OutcomeMatch};
 use crate::store::AuditLog;
 
 /// Events replayed per read while a `Tail` catches up.
@@ -66,15 +70,39 @@ fn event_types(field: &str, types: &[i32]) -> Result<Vec<i32>, AuditError> {
     Ok(types.to_vec())
 }
 
+/// The `outcome` field, with the deprecated `failures_only` as an alias of FAILURE.
+fn outcome(value: i32, failures_only: bool) -> Result<OutcomeMatch, AuditError> {
+    match (OutcomeFilter::try_from(value), failures_only) {
+        (Err(_), _) => Err(AuditError::invalid(
+            "outcome",
+            "one of OUTCOME_FILTER_UNSPECIFIED (any), OUTCOME_FILTER_SUCCESS, OUTCOME_FILTER_FAILURE",
+        )),
+        (Ok(OutcomeFilter::Success), true) => Err(AuditError::invalid(
+            "failures_only",
+            "contradicts outcome = OUTCOME_FILTER_SUCCESS; failures_only is deprecated, set \
+             only outcome",
+        )),
+        (Ok(OutcomeFilter::Failure), _) | (Ok(OutcomeFilter::Unspecified), true) => {
+            Ok(OutcomeMatch::Failure)
+        }
+        (Ok(OutcomeFilter::Success), false) => Ok(OutcomeMatch::Success),
+        (Ok(OutcomeFilter::Unspecified), false) => Ok(OutcomeMatch::Any),
+    }
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
 fn filter(request: &QueryRequest) -> Result<Filter, AuditError> {
-    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
     let filter = Filter {
         event_types: event_types("event_types", &request.event_types)?,
         user_id: non_empty(&request.user_id),
         correlation_id: non_empty(&request.correlation_id),
+        resource: non_empty(&request.resource),
         since_micros: timestamp_micros("since", request.since.as_ref())?,
         until_micros: timestamp_micros("until", request.until.as_ref())?,
-        failures_only: request.failures_only,
+        outcome: outcome(request.outcome, request.failures_only)?,
     };
     if let (Some(s), Some(u)) = (filter.since_micros, filter.until_micros)
         && s >= u
@@ -82,6 +110,19 @@ fn filter(request: &QueryRequest) -> Result<Filter, AuditError> {
         return Err(AuditError::invalid("until", "must be after since"));
     }
     Ok(filter)
+}
+
+/// `Query`'s filters without the time range (a tail runs in commit order, not event time).
+fn tail_filter(request: &TailRequest) -> Result<Filter, AuditError> {
+    Ok(Filter {
+        event_types: event_types("event_types", &request.event_types)?,
+        user_id: non_empty(&request.user_id),
+        correlation_id: non_empty(&request.correlation_id),
+        resource: non_empty(&request.resource),
+        since_micros: None,
+        until_micros: None,
+        outcome: outcome(request.outcome, false)?,
+    })
 }
 
 type TailStream = Pin<Box<dyn Stream<Item = Result<TailResponse, Status>> + Send>>;
@@ -132,7 +173,7 @@ impl AuditService for AuditGrpc {
     ) -> Result<Response<Self::TailStream>, Status> {
         let caller = umcp_authz::principal(&request)?;
         let request = request.into_inner();
-        let types = event_types("event_types", &request.event_types)?;
+        let filter = tail_filter(&request)?;
         // Subscribe before reading history, so nothing committed in between is missed.
         let live = self.log.subscribe();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
@@ -146,7 +187,7 @@ impl AuditService for AuditGrpc {
         };
         tokio::spawn(async move {
             tokio::select! {
-                () = run_tail(log, live, after, replay, types, tx.clone()) => {}
+                () = run_tail(log, live, after, replay, filter, tx.clone()) => {}
                 () = stopping => {
                     let _ = tx.send(Err(AuditError::ShuttingDown.into())).await;
                 }
@@ -190,49 +231,79 @@ impl AuditService for AuditGrpc {
             },
         }))
     }
+
+    async fn export_checkpoint(
+        &self,
+        request: Request<ExportCheckpointRequest>,
+    ) -> Result<Response<ExportCheckpointResponse>, Status> {
+        let caller = umcp_authz::principal(&request)?;
+        let (cp, key) = self.log.signed_checkpoint().ok_or_else(|| {
+            AuditError::NotFound(
+                "no signed checkpoint yet (the log failed verification before one was signed)"
+                    .into(),
+            )
+        })?;
+        tracing::info!(
+            caller = %caller.user_id,
+            sequence = cp.sequence,
+            key_id = %key.key_id(),
+            "audit checkpoint exported"
+        );
+        Ok(Response::new(ExportCheckpointResponse {
+            sequence: cp.sequence,
+            hash: hex::encode(cp.hash),
+            time: Some(prost_types::Timestamp {
+                seconds: cp.seconds,
+                // Below 10^9 by construction.
+                nanos: i32::try_from(cp.nanos).unwrap_or(0),
+            }),
+            signature: URL_SAFE_NO_PAD.encode(cp.signature),
+            public_key: key.public_key(),
+            key_id: key.key_id().to_owned(),
+        }))
+    }
 }
 
 type Sink = mpsc::Sender<Result<TailResponse, Status>>;
 
-fn wanted(types: &[i32], event: &AuditEvent) -> bool {
-    types.is_empty() || types.contains(&event.event_type)
-}
-
-/// Replays history after `after` (when `replay`), then forwards live commits after it. Ends the stream
-/// with RESOURCE_EXHAUSTED when the consumer falls more than the tail buffer behind: commits
-/// never wait for a reader.
+/// Replays history after `after` (when `replay`), then forwards live commits after it; only
+/// events matching `filter` are sent. Ends the stream with RESOURCE_EXHAUSTED when the
+/// consumer falls more than the tail buffer behind: commits never wait for a reader. The
+/// sequence it names to resume from is the last one examined, sent or filtered out.
 async fn run_tail(
     log: Arc<AuditLog>,
     mut live: broadcast::Receiver<Arc<AuditEvent>>,
     after: u64,
     replay: bool,
-    types: Vec<i32>,
+    filter: Filter,
     tx: Sink,
 ) {
     let mut last = after;
     if replay {
         loop {
-            let chunk = match log.read_after(last, REPLAY_CHUNK).await {
-                Ok(chunk) => chunk,
-                Err(e) => {
-                    let _ = tx.send(Err(e.into())).await;
-                    return;
-                }
-            };
-            let Some(end) = chunk.last().map(|e| e.sequence) else {
-                break;
-            };
+            // The index picks the matching records, so a narrow filter reads little.
+            let (chunk, examined, at_head) =
+                match log.read_after(filter.clone(), last, REPLAY_CHUNK).await {
+                    Ok(read) => read,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                };
             for event in chunk {
-                if wanted(&types, &event)
-                    && tx
-                        .send(Ok(TailResponse { event: Some(event) }))
-                        .await
-                        .is_err()
+                if tx
+                    .send(Ok(TailResponse { event: Some(event) }))
+                    .await
+                    .is_err()
                 {
                     return;
                 }
             }
-            last = end;
+            last = examined;
+            // Everything after `last` is in `live` (subscribed before the replay).
+            if at_head {
+                break;
+            }
         }
     }
     loop {
@@ -244,7 +315,7 @@ async fn run_tail(
             Ok(event) if event.sequence <= last => {}
             Ok(event) => {
                 last = event.sequence;
-                if wanted(&types, &event)
+                if filter.matches(&event)
                     && tx
                         .send(Ok(TailResponse {
                             event: Some((*event).clone()),

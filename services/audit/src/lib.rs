@@ -1,9 +1,10 @@
 //! `umcp-audit`: the append-only, hash-chained security audit log (`umcp.audit.v1`).
 //!
-//! Domain code: [`frame`] (the file format), [`chain`] (keyed hash chain, signed checkpoint),
-//! [`recovery`] (open, cut a torn tail, verify), [`writer`] (group commit), [`index`] (the
-//! in-memory query index), [`verify`] (tamper detection), [`validate`] (what events may
-//! contain), [`store::AuditLog`] (the API over all of it). [`grpc`] only adapts it to the wire.
+//! Domain code: [`frame`] (the file format), [`chain`] (keyed hash chain, MAC'd checkpoint),
+//! [`signed`] (Ed25519-signed checkpoints) and [`signer`] (when they are signed), [`recovery`]
+//! (open, cut a torn tail, verify), [`writer`] (group commit), [`index`] (the in-memory query
+//! index), [`verify`] (tamper detection), [`validate`] (what events may contain),
+//! [`store::AuditLog`] (the API over all of it). [`grpc`] only adapts it to the wire.
 //!
 //! Slow `Tail` consumers: each stream may fall `tail_buffer` events behind the live log; past
 //! that its stream ends with RESOURCE_EXHAUSTED naming the sequence to resume from. Commits
@@ -16,6 +17,8 @@ mod frame;
 pub mod grpc;
 mod index;
 mod recovery;
+pub mod signed;
+mod signer;
 pub mod store;
 pub mod validate;
 pub mod verify;
@@ -32,7 +35,7 @@ use umcp_rpc::process::ProcessConfig;
 pub use config::AuditConfig;
 pub use error::AuditError;
 pub use grpc::AuditGrpc;
-pub use index::Filter;
+pub use index::{Filter, OutcomeMatch};
 pub use store::{AuditLog, LogOptions, Page};
 pub use writer::RecordOutcome;
 
@@ -61,7 +64,8 @@ pub enum Error {
 }
 
 impl AuditConfig {
-    /// The log options of this configuration (loads or creates the chain key).
+    /// The log options of this configuration (loads or creates the chain key and the
+    /// checkpoint signing key).
     ///
     /// # Errors
     /// When the key cannot be loaded.
@@ -72,6 +76,9 @@ impl AuditConfig {
             sync_checkpoint: self.sync_checkpoint,
             tail_buffer: self.tail_buffer,
             queue: self.write_queue,
+            signing_key: self.signing_key().map_err(Error::Storage)?,
+            sign_every_events: self.sign_every_events,
+            sign_interval: std::time::Duration::from_millis(self.sign_interval_ms),
         })
     }
 }

@@ -1,10 +1,11 @@
 //! Opening the data directory: create a fresh log, or rebuild the index from an existing one,
 //! cut off a torn tail that was never acknowledged, and verify the whole chain.
 //!
-//! Only bytes after the last complete record, and only when that record is at or beyond the
-//! signed checkpoint, are ever removed: every acknowledged record is covered by the checkpoint
-//! (it is rewritten before the acknowledgement), so such bytes belong to a commit that was
-//! cut short by a crash and never acknowledged. Anything else that looks wrong is left exactly
+//! Only bytes after the last complete record, and only when that record is at or beyond both
+//! checkpoints, are ever removed: every acknowledged record is covered by the MAC'd checkpoint
+//! (it is rewritten before the acknowledgement), and the Ed25519-signed one only ever signs
+//! records already on disk, so such bytes belong to a commit that was cut short by a crash
+//! and never acknowledged. Anything else that looks wrong is left exactly
 //! as found and reported as damage.
 
 use std::fs::{File, OpenOptions};
@@ -20,7 +21,8 @@ use crate::chain::{
 };
 use crate::frame::{self, HEADER_LEN, Scanned, Scanner};
 use crate::index::Index;
-use crate::verify::{self, Problem, ProblemKind, Range};
+use crate::signed::{SIGNED_FILE, SignedState, read_signed};
+use crate::verify::{self, Anchors, Problem, ProblemKind, Range};
 
 /// File names inside the data directory.
 pub(crate) const LOG_FILE: &str = "audit.log";
@@ -39,6 +41,8 @@ pub(crate) struct Recovered {
     pub(crate) head_sequence: u64,
     pub(crate) head_hash: [u8; 32],
     pub(crate) damage: Option<Problem>,
+    /// The Ed25519-signed checkpoint found.
+    pub(crate) signed: SignedState,
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -57,11 +61,17 @@ fn create_log(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
-/// Opens or creates the log in `dir`.
+/// Opens or creates the log in `dir`; `signing` is the public key of the Ed25519-signed
+/// checkpoints.
 ///
 /// # Errors
 /// I/O errors, or `InvalidData` when `audit.log` is not an audit log.
-pub(crate) fn open(dir: &Path, key: &ChainKey, sync_checkpoint: bool) -> io::Result<Recovered> {
+pub(crate) fn open(
+    dir: &Path,
+    key: &ChainKey,
+    signing: &ed25519_dalek::VerifyingKey,
+    sync_checkpoint: bool,
+) -> io::Result<Recovered> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -95,7 +105,15 @@ pub(crate) fn open(dir: &Path, key: &ChainKey, sync_checkpoint: bool) -> io::Res
         }
         Err(e) => return Err(e),
     };
-    let mut recovered = rebuild(file, log_path, checkpoint_path, key, sync_checkpoint)?;
+    let signed = read_signed(&dir.join(SIGNED_FILE), signing)?;
+    let mut recovered = rebuild(
+        file,
+        log_path,
+        checkpoint_path,
+        key,
+        signed,
+        sync_checkpoint,
+    )?;
     if missing_log.is_some() && recovered.damage.is_none() {
         recovered.damage = Some(Problem {
             sequence: 1,
@@ -111,6 +129,7 @@ fn rebuild(
     log_path: PathBuf,
     checkpoint_path: PathBuf,
     key: &ChainKey,
+    signed: SignedState,
     sync_checkpoint: bool,
 ) -> io::Result<Recovered> {
     let len = file.metadata()?.len();
@@ -152,8 +171,8 @@ fn rebuild(
     let (good_end, good_seq) = last_good.unwrap_or((HEADER_LEN, 0));
     let mut end = len;
     if let Some(cut) = garbage_from {
-        let covered =
-            matches!(checkpoint_state, CheckpointState::Valid(cp) if good_seq >= cp.sequence);
+        let covered = matches!(checkpoint_state, CheckpointState::Valid(cp) if good_seq >= cp.sequence)
+            && !matches!(signed, SignedState::Valid(cp) if good_seq < cp.sequence);
         if covered {
             tracing::warn!(
                 bytes = len - cut,
@@ -173,9 +192,13 @@ fn rebuild(
     let range = Range {
         from: 1,
         to: None,
-        allow_ahead: true,
+        recovering: true,
     };
-    let report = verify::verify(Scanner::new(reader, end), key, checkpoint_state, range)?;
+    let anchors = Anchors {
+        mac: checkpoint_state,
+        signed,
+    };
+    let report = verify::verify(Scanner::new(reader, end), key, anchors, range)?;
     let mut checkpoint = CheckpointFile::open(&checkpoint_path, sync_checkpoint)?;
     let damage = report.problem.clone();
     match &damage {
@@ -211,5 +234,6 @@ fn rebuild(
         head_sequence: report.head_sequence,
         head_hash: report.head_hash,
         damage,
+        signed,
     })
 }

@@ -1,11 +1,12 @@
 //! [`AuditLog`]: the domain API the gRPC adapter (and the benchmark) call: record, query,
-//! tail, verify.
+//! tail, verify, export the signed checkpoint.
 
 use std::fs::File;
 use std::io::{BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use prost::Message;
@@ -15,13 +16,15 @@ use umcp_proto::audit::v1::AuditEvent;
 use crate::chain::{ChainKey, read_checkpoint};
 use crate::error::AuditError;
 use crate::frame::{self, HEADER_LEN, Scanner};
-use crate::index::{Filter, Index, page_token, parse_page_token, string_hash};
+use crate::index::{Filter, Index, page_token, parse_page_token};
 use crate::recovery;
+use crate::signed::{CheckpointKey, SIGNED_FILE, SignedCheckpoint, SignedState, read_signed};
+use crate::signer::Signer;
 use crate::validate;
-use crate::verify::{self, Problem, Range, Report};
+use crate::verify::{self, Anchors, Problem, Range, Report};
 use crate::writer::{Job, RecordOutcome, Writer};
 
-/// Default and largest query page.
+/// Default query page.
 pub const DEFAULT_PAGE: usize = 100;
 /// Largest query page.
 pub const MAX_PAGE: usize = 1000;
@@ -39,6 +42,12 @@ pub struct LogOptions {
     pub tail_buffer: usize,
     /// `Record` calls that may wait for the writer before new ones get RESOURCE_EXHAUSTED.
     pub queue: usize,
+    /// The Ed25519 key of the signed checkpoints.
+    pub signing_key: CheckpointKey,
+    /// Sign the head once this many events are not covered by a signed checkpoint.
+    pub sign_every_events: u64,
+    /// Sign the head at most this long after a commit.
+    pub sign_interval: Duration,
 }
 
 /// Commit counters (group-commit efficiency).
@@ -77,9 +86,11 @@ pub(crate) struct Shared {
     pub(crate) commit_lock: Mutex<()>,
     pub(crate) tail: broadcast::Sender<Arc<AuditEvent>>,
     pub(crate) stats: Stats,
+    pub(crate) signer: Arc<Signer>,
     reader: File,
     log_path: PathBuf,
     checkpoint_path: PathBuf,
+    signed_path: PathBuf,
     damage: Option<Problem>,
     tail_buffer: usize,
     /// Set at shutdown: tail streams end so graceful shutdown does not wait for them forever.
@@ -92,12 +103,13 @@ pub struct AuditLog {
     shared: Arc<Shared>,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    signer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// One page of a query.
 #[derive(Debug, Clone, Default)]
 pub struct Page {
-    /// Events in sequence order.
+    /// Events, newest first.
     pub events: Vec<AuditEvent>,
     /// Token of the next page; `None` at the end.
     pub next_token: Option<String>,
@@ -110,13 +122,42 @@ impl AuditLog {
     /// # Errors
     /// When the directory or files cannot be used.
     pub fn open(options: LogOptions) -> Result<Self, String> {
-        let recovered = recovery::open(&options.dir, &options.key, options.sync_checkpoint)
-            .map_err(|e| {
+        let recovered = recovery::open(
+            &options.dir,
+            &options.key,
+            &options.signing_key.verifying_key(),
+            options.sync_checkpoint,
+        )
+        .map_err(|e| {
+            format!(
+                "cannot open the audit log in {}: {e}",
+                options.dir.display()
+            )
+        })?;
+        let signed = match recovered.signed {
+            SignedState::Valid(cp) => Some(cp),
+            SignedState::Missing | SignedState::BadSignature => None,
+        };
+        let head = (recovered.head_sequence, recovered.head_hash);
+        let signer = Arc::new(Signer::new(
+            options.signing_key,
+            options.dir.clone(),
+            options.sign_every_events,
+            options.sign_interval,
+            signed,
+            head,
+        ));
+        // Never sign over a damaged log. Otherwise sign an unsigned head now, so a signed
+        // checkpoint exists from the start (and one missing later is noticed by Verify).
+        let sound = recovered.damage.is_none();
+        if sound && signed.is_none_or(|cp| cp.sequence < head.0) {
+            signer.sign_now(head.0, head.1).map_err(|e| {
                 format!(
-                    "cannot open the audit log in {}: {e}",
+                    "cannot write the signed checkpoint in {}: {e}",
                     options.dir.display()
                 )
             })?;
+        }
         let reader = File::open(&recovered.log_path)
             .map_err(|e| format!("cannot open {}: {e}", recovered.log_path.display()))?;
         let (tail, _) = broadcast::channel(options.tail_buffer.max(1));
@@ -127,9 +168,11 @@ impl AuditLog {
             commit_lock: Mutex::new(()),
             tail,
             stats: Stats::default(),
+            signer: Arc::clone(&signer),
             reader,
             log_path: recovered.log_path,
             checkpoint_path: recovered.checkpoint_path,
+            signed_path: options.dir.join(SIGNED_FILE),
             damage: recovered.damage,
             tail_buffer: options.tail_buffer.max(1),
             stopping: watch::Sender::new(false),
@@ -147,10 +190,20 @@ impl AuditLog {
             .name("audit-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| format!("cannot start the audit writer thread: {e}"))?;
+        let signing = if sound {
+            let handle = std::thread::Builder::new()
+                .name("audit-signer".into())
+                .spawn(move || signer.run())
+                .map_err(|e| format!("cannot start the audit signer thread: {e}"))?;
+            Some(handle)
+        } else {
+            None
+        };
         Ok(Self {
             shared,
             jobs: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(handle)),
+            signer: Mutex::new(signing),
         })
     }
 
@@ -206,10 +259,10 @@ impl AuditLog {
         answer.await.map_err(|_| AuditError::ShuttingDown)?
     }
 
-    /// One page of events matching `filter`.
+    /// One page of events matching `filter`, newest first, below the cursor in `token`.
     ///
     /// # Errors
-    /// A page size above [`MAX_PAGE`] or a token from another query.
+    /// A page size above [`MAX_PAGE`], or a token not returned by a query with these filters.
     pub async fn query(
         &self,
         filter: Filter,
@@ -228,42 +281,62 @@ impl AuditLog {
             page_size
         };
         let fingerprint = filter.fingerprint();
-        let from = if token.is_empty() {
-            0
+        let bad_token = || {
+            AuditError::invalid(
+                "page.page_token",
+                "not a token returned by a Query with these same filters",
+            )
+        };
+        let before = if token.is_empty() {
+            None
         } else {
-            parse_page_token(token, fingerprint).ok_or_else(|| {
-                AuditError::invalid(
-                    "page.page_token",
-                    "not a token returned by a Query with these same filters",
-                )
-            })?
+            Some(parse_page_token(token, fingerprint).ok_or_else(bad_token)?)
         };
         let shared = Arc::clone(&self.shared);
         tokio::task::spawn_blocking(move || {
-            shared.query_blocking(&filter, from, limit, fingerprint)
+            shared.query_blocking(&filter, before, limit, fingerprint)
         })
         .await
         .map_err(|e| AuditError::Internal(format!("query task failed: {e}")))?
+        .and_then(|page| page.ok_or_else(bad_token))
     }
 
-    /// Committed events with sequence above `after`, at most `max`, in order.
+    /// Committed events matching `filter` with a sequence above `after`, at most `max`, in
+    /// order. Also returns the last sequence examined (resume after it) and whether the scan
+    /// reached the head.
     ///
     /// # Errors
     /// Reading the log failed.
-    pub async fn read_after(&self, after: u64, max: usize) -> Result<Vec<AuditEvent>, AuditError> {
+    pub async fn read_after(
+        &self,
+        filter: Filter,
+        after: u64,
+        max: usize,
+    ) -> Result<(Vec<AuditEvent>, u64, bool), AuditError> {
         let shared = Arc::clone(&self.shared);
         tokio::task::spawn_blocking(move || {
-            let locations: Vec<(u64, u32)> = {
+            let (locations, examined, at_head) = {
                 let index = shared.index.read();
                 let start = index.position_after(after);
-                (start..index.len().min(start + max))
-                    .filter_map(|p| index.entry(p).map(|e| (e.offset, e.len)))
-                    .collect()
+                let (positions, end) = index.scan_forward(&filter, start, max);
+                let examined = match end.checked_sub(1).and_then(|p| index.entry(p)) {
+                    Some(e) if end > start => e.sequence,
+                    _ => after,
+                };
+                let locations: Vec<(u64, u32)> = positions
+                    .iter()
+                    .filter_map(|&p| index.entry(p).map(|e| (e.offset, e.len)))
+                    .collect();
+                (locations, examined, end >= index.len())
             };
-            locations
-                .into_iter()
-                .map(|(o, l)| shared.read_event(o, l))
-                .collect()
+            let mut events = Vec::with_capacity(locations.len());
+            for (offset, len) in locations {
+                let event = shared.read_event(offset, len)?;
+                if filter.matches(&event) {
+                    events.push(event);
+                }
+            }
+            Ok((events, examined, at_head))
         })
         .await
         .map_err(|e| AuditError::Internal(format!("read task failed: {e}")))?
@@ -299,6 +372,14 @@ impl AuditLog {
             .map_err(|e| AuditError::Internal(format!("verify task failed: {e}")))?
     }
 
+    /// The latest Ed25519-signed checkpoint and the key that signed it; `None` before the
+    /// first (a log found damaged at start-up that never had one).
+    #[must_use]
+    pub fn signed_checkpoint(&self) -> Option<(SignedCheckpoint, &CheckpointKey)> {
+        let signer = &self.shared.signer;
+        signer.latest().map(|cp| (cp, signer.key()))
+    }
+
     /// Ends every tail stream (with UNAVAILABLE) and refuses new ones.
     pub fn stop_streams(&self) {
         self.shared.stopping.send_replace(true);
@@ -312,10 +393,15 @@ impl AuditLog {
         }
     }
 
-    /// Stops accepting records and waits for the writer to finish what it has.
+    /// Stops accepting records, waits for the writer to finish what it has, then signs the
+    /// final head.
     pub fn close(&self) {
         self.jobs.lock().take();
         if let Some(handle) = self.writer.lock().take() {
+            let _ = handle.join();
+        }
+        if let Some(handle) = self.signer.lock().take() {
+            self.shared.signer.stop();
             let _ = handle.join();
         }
     }
@@ -338,42 +424,53 @@ impl Shared {
         Ok(event)
     }
 
+    /// `None` when `before` is no cursor of this log.
     fn query_blocking(
         &self,
         filter: &Filter,
-        from: usize,
+        before: Option<u64>,
         limit: usize,
         fingerprint: u32,
-    ) -> Result<Page, AuditError> {
+    ) -> Result<Option<Page>, AuditError> {
         let (locations, next) = {
             let index = self.index.read();
-            let (positions, next) = index.scan(filter, from, limit);
-            let locations: Vec<(u64, u32)> = positions
+            let end = match before {
+                None => index.len(),
+                // A cursor names an event that exists (the last one of the previous page).
+                Some(before) if before <= index.head() => index.position_of(before),
+                Some(_) => return Ok(None),
+            };
+            let (positions, more) = index.scan_back(filter, end, limit);
+            let locations: Vec<(u64, u32, u64)> = positions
                 .iter()
-                .filter_map(|&p| index.entry(p).map(|e| (e.offset, e.len)))
+                .filter_map(|&p| index.entry(p).map(|e| (e.offset, e.len, e.sequence)))
                 .collect();
+            let next = if more {
+                locations.last().map(|&(_, _, seq)| seq)
+            } else {
+                None
+            };
             (locations, next)
         };
-        let wanted = filter.correlation_id.as_deref().map(string_hash);
         let mut events = Vec::with_capacity(locations.len());
-        for (offset, len) in locations {
+        for (offset, len, _) in locations {
             let event = self.read_event(offset, len)?;
-            // The index holds correlation hashes; confirm the real value.
-            if wanted.is_some()
-                && filter.correlation_id.as_deref() != Some(event.correlation_id.as_str())
-            {
-                continue;
+            // The index holds correlation hashes; confirm the real values.
+            if filter.matches(&event) {
+                events.push(event);
             }
-            events.push(event);
         }
-        Ok(Page {
+        Ok(Some(Page {
             events,
-            next_token: next.map(|p| page_token(p, fingerprint)),
-        })
+            next_token: next.map(|seq| page_token(seq, fingerprint)),
+        }))
     }
 
     fn verify_blocking(&self, from: u64, to: u64) -> Result<Report, AuditError> {
         let io = |e: std::io::Error| AuditError::Internal(format!("verifying the audit log: {e}"));
+        // Read before the log end: it only ever signs records already on disk.
+        let signed =
+            read_signed(&self.signed_path, &self.signer.key().verifying_key()).map_err(io)?;
         let (checkpoint, end) = {
             let _commit = self.commit_lock.lock();
             let checkpoint = read_checkpoint(&self.checkpoint_path, &self.key).map_err(io)?;
@@ -385,12 +482,16 @@ impl Shared {
         let range = Range {
             from: from.max(1),
             to: (to != 0).then_some(to),
-            allow_ahead: false,
+            recovering: false,
+        };
+        let anchors = Anchors {
+            mac: checkpoint,
+            signed,
         };
         verify::verify(
             Scanner::new(file, end.max(HEADER_LEN)),
             &self.key,
-            checkpoint,
+            anchors,
             range,
         )
         .map_err(io)

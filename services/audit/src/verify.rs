@@ -7,14 +7,16 @@
 //! - reordered: a sequence number appears later than a higher one;
 //! - inserted: a record that is not part of the chain (a duplicate sequence number, or a
 //!   forged record directly followed by the genuine one);
-//! - truncated: the log ends before the head of the signed checkpoint, or mid-record;
-//! - checkpoint: the checkpoint is missing, forged, or disagrees with the log.
+//! - truncated: the log ends before the head of the MAC'd or of the Ed25519-signed checkpoint,
+//!   or mid-record;
+//! - checkpoint: a checkpoint is missing, forged, or signs another hash than the log holds.
 
 use std::fmt;
 use std::io::{self, Read};
 
 use crate::chain::{ChainKey, CheckpointState, GENESIS};
 use crate::frame::{Scanned, Scanner};
+use crate::signed::SignedState;
 
 /// The class of a problem.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +31,7 @@ pub enum ProblemKind {
     Inserted,
     /// The end of the log was cut off.
     Truncated,
-    /// The signed checkpoint is missing, forged or inconsistent.
+    /// A checkpoint (MAC'd or Ed25519-signed) is missing, forged or inconsistent.
     Checkpoint,
 }
 
@@ -85,9 +87,11 @@ pub(crate) struct Range {
     pub(crate) from: u64,
     /// Last sequence to check; `None` = up to the end, including the checkpoint comparison.
     pub(crate) to: Option<u64>,
-    /// Records after the checkpoint are acceptable (recovery after a crash between the log
-    /// sync and the checkpoint write; the caller re-signs them).
-    pub(crate) allow_ahead: bool,
+    /// Recovery at start-up: records after the MAC'd checkpoint are acceptable (a crash
+    /// between the log sync and the checkpoint write; the caller re-signs them), and so is a
+    /// missing Ed25519-signed checkpoint (none yet, or a data directory from before they
+    /// existed; the caller signs the head).
+    pub(crate) recovering: bool,
 }
 
 fn problem(sequence: u64, kind: ProblemKind, detail: impl Into<String>) -> Option<Problem> {
@@ -109,22 +113,37 @@ fn rest<R: Read>(scanner: &mut Scanner<R>) -> io::Result<Vec<u64>> {
     Ok(seqs)
 }
 
-/// Verifies the log read by `scanner` against `checkpoint`.
+/// The checkpoints a whole log is checked against.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Anchors {
+    /// The MAC'd checkpoint, rewritten on every commit.
+    pub(crate) mac: CheckpointState,
+    /// The latest Ed25519-signed checkpoint.
+    pub(crate) signed: SignedState,
+}
+
+/// Verifies the log read by `scanner` against its checkpoints.
 ///
 /// # Errors
 /// I/O errors while reading.
 pub(crate) fn verify<R: Read>(
     mut scanner: Scanner<R>,
     key: &ChainKey,
-    checkpoint: CheckpointState,
+    anchors: Anchors,
     range: Range,
 ) -> io::Result<Report> {
+    let checkpoint = anchors.mac;
     let mut expected = 1u64;
     let mut previous = GENESIS;
     let mut checked = 0u64;
     let mut checkpoint_hash: Option<[u8; 32]> = None;
     let checkpoint_seq = match checkpoint {
         CheckpointState::Valid(cp) => Some(cp.sequence),
+        _ => None,
+    };
+    let mut signed_hash: Option<[u8; 32]> = None;
+    let signed_seq = match anchors.signed {
+        SignedState::Valid(cp) => Some(cp.sequence),
         _ => None,
     };
     let report = |checked, problem, head_sequence, head_hash| Report {
@@ -201,6 +220,9 @@ pub(crate) fn verify<R: Read>(
             if checkpoint_seq == Some(seq) {
                 checkpoint_hash = Some(record.chain_hash);
             }
+            if signed_seq == Some(seq) {
+                signed_hash = Some(record.chain_hash);
+            }
             expected += 1;
             continue;
         }
@@ -275,7 +297,7 @@ pub(crate) fn verify<R: Read>(
                 ),
             )
         }
-        CheckpointState::Valid(cp) if cp.sequence < head && !range.allow_ahead => problem(
+        CheckpointState::Valid(cp) if cp.sequence < head && !range.recovering => problem(
             cp.sequence + 1,
             ProblemKind::Inserted,
             format!(
@@ -285,5 +307,148 @@ pub(crate) fn verify<R: Read>(
         ),
         CheckpointState::Valid(_) => None,
     };
+    let p = p.or_else(|| signed_problem(anchors.signed, head, signed_hash, range.recovering));
     Ok(report(checked, p, head, previous))
+}
+
+/// The Ed25519-signed checkpoint against a whole chain ending at `head`, whose record at the
+/// signed sequence carries `hash_there`.
+fn signed_problem(
+    signed: SignedState,
+    head: u64,
+    hash_there: Option<[u8; 32]>,
+    recovering: bool,
+) -> Option<Problem> {
+    match signed {
+        SignedState::Missing if recovering => None,
+        SignedState::Missing => problem(
+            head + 1,
+            ProblemKind::Checkpoint,
+            "the Ed25519-signed checkpoint file is missing",
+        ),
+        SignedState::BadSignature => problem(
+            head + 1,
+            ProblemKind::Checkpoint,
+            "the Ed25519-signed checkpoint does not verify with this service's key (edited or \
+             forged)",
+        ),
+        SignedState::Valid(cp) if cp.sequence > head => problem(
+            head + 1,
+            ProblemKind::Truncated,
+            format!(
+                "the log ends at sequence {head} but the Ed25519-signed checkpoint of unix time \
+                 {} vouches for {}",
+                cp.seconds, cp.sequence
+            ),
+        ),
+        SignedState::Valid(cp) if hash_there.unwrap_or(GENESIS) != cp.hash => problem(
+            cp.sequence.max(1),
+            ProblemKind::Checkpoint,
+            format!(
+                "sequence {} does not carry the hash the Ed25519-signed checkpoint signed",
+                cp.sequence
+            ),
+        ),
+        SignedState::Valid(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::Checkpoint;
+    use crate::frame::{self, HEADER_LEN};
+    use crate::signed::CheckpointKey;
+
+    /// A log of `n` records and the chain hash of each.
+    fn log(key: &ChainKey, n: u64) -> (Vec<u8>, Vec<[u8; 32]>) {
+        let mut bytes = frame::header().to_vec();
+        let mut hashes = vec![GENESIS];
+        for seq in 1..=n {
+            let event = format!("event {seq}");
+            let hash = key.link(&hashes[seq as usize - 1], seq, event.as_bytes());
+            frame::encode(&mut bytes, seq, &hash, event.as_bytes());
+            hashes.push(hash);
+        }
+        (bytes, hashes)
+    }
+
+    fn run(bytes: &[u8], key: &ChainKey, anchors: Anchors, recovering: bool) -> Option<Problem> {
+        let scanner = Scanner::new(&bytes[HEADER_LEN as usize..], bytes.len() as u64);
+        let range = Range {
+            from: 1,
+            to: None,
+            recovering,
+        };
+        verify(scanner, key, anchors, range).unwrap().problem
+    }
+
+    #[test]
+    fn a_log_cut_behind_its_ed25519_checkpoint_is_truncated() {
+        let key = ChainKey::from_bytes([1; 32]);
+        let signer = CheckpointKey::from_seed([2; 32]);
+        let (full, hashes) = log(&key, 5);
+        let signed = |seq: u64| {
+            SignedState::Valid(signer.sign(seq, hashes[seq as usize], std::time::SystemTime::now()))
+        };
+        let mac = |seq: u64| {
+            CheckpointState::Valid(Checkpoint {
+                sequence: seq,
+                hash: hashes[seq as usize],
+            })
+        };
+        let whole = Anchors {
+            mac: mac(5),
+            signed: signed(5),
+        };
+        assert_eq!(run(&full, &key, whole, false), None);
+        // Records after the signed head are normal: it lags by design.
+        let lagging = Anchors {
+            mac: mac(5),
+            signed: signed(3),
+        };
+        assert_eq!(run(&full, &key, lagging, false), None);
+        // Cut to 3 records, with the MAC'd checkpoint of that time put back: only the signed
+        // checkpoint still knows better.
+        let (cut, _) = log(&key, 3);
+        let rolled_back = Anchors {
+            mac: mac(3),
+            signed: signed(5),
+        };
+        let p = run(&cut, &key, rolled_back, true).unwrap();
+        assert_eq!((p.kind, p.sequence), (ProblemKind::Truncated, 4), "{p}");
+    }
+
+    #[test]
+    fn a_forged_or_foreign_ed25519_checkpoint_is_a_checkpoint_problem() {
+        let key = ChainKey::from_bytes([1; 32]);
+        let signer = CheckpointKey::from_seed([2; 32]);
+        let (bytes, hashes) = log(&key, 4);
+        let mac = CheckpointState::Valid(Checkpoint {
+            sequence: 4,
+            hash: hashes[4],
+        });
+        // Signing a hash the log does not hold at that sequence (a rewritten history).
+        let other = signer.sign(2, [9; 32], std::time::SystemTime::now());
+        let anchors = Anchors {
+            mac,
+            signed: SignedState::Valid(other),
+        };
+        let p = run(&bytes, &key, anchors, false).unwrap();
+        assert_eq!((p.kind, p.sequence), (ProblemKind::Checkpoint, 2), "{p}");
+        for (signed, recovering) in [
+            (SignedState::BadSignature, false),
+            (SignedState::BadSignature, true),
+            (SignedState::Missing, false),
+        ] {
+            let p = run(&bytes, &key, Anchors { mac, signed }, recovering).unwrap();
+            assert_eq!((p.kind, p.sequence), (ProblemKind::Checkpoint, 5), "{p}");
+        }
+        // Before the first signature (or from an older version): recovery signs the head.
+        let anchors = Anchors {
+            mac,
+            signed: SignedState::Missing,
+        };
+        assert_eq!(run(&bytes, &key, anchors, true), None);
+    }
 }

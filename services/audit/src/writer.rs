@@ -3,7 +3,8 @@
 //! Every `Record` call becomes a job on a bounded channel. The writer takes the first waiting
 //! job and every other job already queued (up to [`GROUP_MAX_EVENTS`]), appends all their new
 //! records with one write, makes them durable with one `fdatasync`, re-signs the checkpoint,
-//! and only then publishes them (index, tail subscribers) and answers every job. Concurrent
+//! and only then publishes them (index, tail subscribers, the Ed25519 signer, which signs
+//! later on its own thread) and answers every job. Concurrent
 //! callers therefore share one fsync, and while one fsync runs the next group forms.
 
 use std::collections::HashSet;
@@ -146,10 +147,13 @@ impl Writer {
             self.end += buf.len() as u64;
             self.head_sequence = sequence;
             self.head_hash = hash;
-            let mut index = self.shared.index.write();
-            for s in &staged {
-                index.push(s.offset, s.len, s.event.sequence, &s.event);
+            {
+                let mut index = self.shared.index.write();
+                for s in &staged {
+                    index.push(s.offset, s.len, s.event.sequence, &s.event);
+                }
             }
+            self.shared.signer.committed(sequence, hash);
         }
         self.shared.stats.record_commit(staged.len());
         for s in staged {

@@ -16,8 +16,9 @@ use umcp_audit::AuditConfig;
 use umcp_authz::permissions::Role;
 use umcp_proto::audit::v1::audit_service_client::AuditServiceClient;
 use umcp_proto::audit::v1::{
-    Actor, AuditEvent, EventType, Outcome, QueryRequest, RecordRequest, Severity, TailRequest,
-    VerifyRequest, VerifyResponse,
+    Actor, AuditEvent, EventType, ExportCheckpointRequest, ExportCheckpointResponse, Outcome,
+    OutcomeFilter, QueryRequest, RecordRequest, Severity, TailRequest, VerifyRequest,
+    VerifyResponse,
 };
 use umcp_proto::common::v1::value::Kind;
 use umcp_proto::common::v1::{PageRequest, Value};
@@ -177,12 +178,12 @@ async fn record_is_sequenced_and_idempotent_across_restarts() {
         .unwrap()
         .into_inner();
     let seqs: Vec<u64> = page.events.iter().map(|e| e.sequence).collect();
-    assert_eq!(seqs, vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(seqs, vec![6, 5, 4, 3, 2, 1], "newest first");
     assert!(page.events.iter().all(|e| e.chain_hash.len() == 64));
     let report = verify(&mut server.admin(), 0, 0).await;
     assert!(report.ok, "{report:?}");
     assert_eq!((report.events_checked, report.head_sequence), (6, 6));
-    assert_eq!(report.head_hash, page.events[5].chain_hash);
+    assert_eq!(report.head_hash, page.events[0].chain_hash);
     let range = verify(&mut server.admin(), 2, 4).await;
     assert!(range.ok && range.events_checked == 3, "{range:?}");
     server.stop().await;
@@ -389,6 +390,16 @@ async fn every_bad_input_gets_its_status() {
             }),
             ..QueryRequest::default()
         },
+        QueryRequest {
+            outcome: 3,
+            ..QueryRequest::default()
+        },
+        // The deprecated alias cannot contradict the field that replaces it.
+        QueryRequest {
+            failures_only: true,
+            outcome: OutcomeFilter::Success as i32,
+            ..QueryRequest::default()
+        },
     ];
     for q in bad_queries {
         let status = admin.query(q.clone()).await.expect_err("bad query");
@@ -402,14 +413,19 @@ async fn every_bad_input_gets_its_status() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    let status = admin
-        .tail(TailRequest {
-            after_sequence: 0,
+    for bad in [
+        TailRequest {
             event_types: vec![42],
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument);
+            ..TailRequest::default()
+        },
+        TailRequest {
+            outcome: 7,
+            ..TailRequest::default()
+        },
+    ] {
+        let status = admin.tail(bad.clone()).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{bad:?}: {status:?}");
+    }
     server.stop().await;
 }
 
@@ -435,6 +451,14 @@ async fn callers_without_the_permission_are_refused() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
+    for role in [Role::Service, Role::Developer, Role::Viewer] {
+        let status = server
+            .client(role)
+            .export_checkpoint(ExportCheckpointRequest {})
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{role}");
+    }
     let mut anonymous = AuditServiceClient::new(server.spawned.channel());
     let status = anonymous
         .record(RecordRequest { events: simple(1) })
@@ -445,7 +469,7 @@ async fn callers_without_the_permission_are_refused() {
 }
 
 #[tokio::test]
-async fn query_filters_and_pages_in_sequence_order() {
+async fn query_filters_and_pages_newest_first() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path()).await;
     let mut client = server.service();
@@ -457,8 +481,14 @@ async fn query_filters_and_pages_in_sequence_order() {
         } else {
             EventType::AuthFailure
         };
-        events.push(event(kind, user, i % 5 != 0, 1_000 + i));
+        let mut e = event(kind, user, i % 5 != 0, 1_000 + i);
+        if i % 4 == 0 {
+            e.resource = "/umcp.graph.v1.GraphService/Query".into();
+        }
+        events.push(e);
     }
+    // No outcome at all: neither a success nor a failure.
+    events[29].outcome = None;
     record(&mut client, events).await.unwrap();
     let mut admin = server.admin();
     let reader = admin.clone();
@@ -478,15 +508,59 @@ async fn query_filters_and_pages_in_sequence_order() {
             ..Default::default()
         })
         .await,
-        vec![1, 4, 7, 10, 13, 16, 19, 22, 25, 28]
+        vec![28, 25, 22, 19, 16, 13, 10, 7, 4, 1]
     );
+    let failures = vec![25, 20, 15, 10, 5, 0];
     assert_eq!(
         query(QueryRequest {
-            failures_only: true,
+            outcome: OutcomeFilter::Failure as i32,
             ..Default::default()
         })
         .await,
-        vec![0, 5, 10, 15, 20, 25]
+        failures
+    );
+    // The deprecated alias selects the same, alone or with the field it stands for.
+    for outcome in [OutcomeFilter::Unspecified, OutcomeFilter::Failure] {
+        let q = QueryRequest {
+            failures_only: true,
+            outcome: outcome as i32,
+            ..Default::default()
+        };
+        assert_eq!(query(q).await, failures);
+    }
+    let successes = query(QueryRequest {
+        outcome: OutcomeFilter::Success as i32,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(successes.len(), 30 - 6 - 1);
+    assert!(!successes.contains(&29) && !successes.contains(&25));
+    assert_eq!(
+        query(QueryRequest {
+            resource: "/umcp.graph.v1.GraphService/Query".into(),
+            ..Default::default()
+        })
+        .await,
+        vec![28, 24, 20, 16, 12, 8, 4, 0]
+    );
+    assert_eq!(
+        query(QueryRequest {
+            resource: "/umcp.graph.v1.GraphService/Query".into(),
+            outcome: OutcomeFilter::Success as i32,
+            user_id: "bob".into(),
+            ..Default::default()
+        })
+        .await,
+        vec![28, 16, 4]
+    );
+    assert!(
+        query(QueryRequest {
+            resource: "/umcp.graph.v1.GraphService".into(),
+            ..Default::default()
+        })
+        .await
+        .is_empty(),
+        "resource is an exact match"
     );
     assert_eq!(
         query(QueryRequest {
@@ -495,7 +569,7 @@ async fn query_filters_and_pages_in_sequence_order() {
             ..Default::default()
         })
         .await,
-        vec![5, 15, 25]
+        vec![25, 15, 5]
     );
     assert_eq!(
         query(QueryRequest {
@@ -518,7 +592,7 @@ async fn query_filters_and_pages_in_sequence_order() {
             ..Default::default()
         })
         .await,
-        vec![10, 11, 12]
+        vec![12, 11, 10]
     );
     assert!(
         query(QueryRequest {
@@ -529,7 +603,8 @@ async fn query_filters_and_pages_in_sequence_order() {
         .is_empty()
     );
 
-    // Paging: 30 events in pages of 7, in order, each exactly once.
+    // Paging: 30 events in pages of 7, newest first, each exactly once; an event committed
+    // while paging does not disturb the cursor.
     let mut seen = Vec::new();
     let mut token = String::new();
     loop {
@@ -543,12 +618,32 @@ async fn query_filters_and_pages_in_sequence_order() {
         let r = admin.query(page).await.unwrap().into_inner();
         seen.extend(r.events.iter().map(|e| e.sequence));
         token = r.page.unwrap().next_page_token;
+        if seen.len() == 7 {
+            record(&mut client, simple(1)).await.unwrap();
+        }
         if token.is_empty() {
             break;
         }
     }
-    assert_eq!(seen, (1..=30).collect::<Vec<u64>>());
-    // A token is bound to its filters.
+    assert_eq!(seen, (1..=30).rev().collect::<Vec<u64>>());
+    // A page that ends exactly at the oldest match has no next page.
+    let bob = |token: String| QueryRequest {
+        user_id: "bob".into(),
+        page: Some(PageRequest {
+            page_size: 5,
+            page_token: token,
+        }),
+        ..Default::default()
+    };
+    let first = admin.query(bob(String::new())).await.unwrap().into_inner();
+    let second = admin
+        .query(bob(first.page.unwrap().next_page_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.events.len(), 5);
+    assert_eq!(second.page.unwrap().next_page_token, "");
+    // A cursor is bound to its filters, and must be one the service made.
     let first = admin
         .query(QueryRequest {
             page: Some(PageRequest {
@@ -560,18 +655,28 @@ async fn query_filters_and_pages_in_sequence_order() {
         .await
         .unwrap()
         .into_inner();
-    let other = QueryRequest {
-        failures_only: true,
-        page: Some(PageRequest {
-            page_size: 2,
-            page_token: first.page.unwrap().next_page_token,
-        }),
-        ..Default::default()
-    };
-    assert_eq!(
-        admin.query(other).await.unwrap_err().code(),
-        Code::InvalidArgument
-    );
+    let cursor = first.page.unwrap().next_page_token;
+    for (failures_only, token) in [
+        (true, cursor.clone()),
+        (false, format!("{:016x}{}", 1_000_000u64, &cursor[16..])),
+        (false, format!("{:016x}{}", 0u64, &cursor[16..])),
+        (false, "garbage".into()),
+    ] {
+        let other = QueryRequest {
+            failures_only,
+            page: Some(PageRequest {
+                page_size: 2,
+                page_token: token.clone(),
+            }),
+            ..Default::default()
+        };
+        let status = admin.query(other).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{token}: {status:?}");
+        assert!(
+            status.message().starts_with("page.page_token: "),
+            "{status:?}"
+        );
+    }
     // Default page size is 100.
     record(&mut client, simple(150)).await.unwrap();
     assert_eq!(query(QueryRequest::default()).await.len(), 100);
@@ -588,7 +693,7 @@ async fn tail_replays_history_then_follows_live_commits() {
     let mut from_two = admin
         .tail(TailRequest {
             after_sequence: 2,
-            event_types: vec![],
+            ..TailRequest::default()
         })
         .await
         .unwrap()
@@ -596,7 +701,7 @@ async fn tail_replays_history_then_follows_live_commits() {
     let mut only_new = admin
         .tail(TailRequest {
             after_sequence: 0,
-            event_types: vec![],
+            ..TailRequest::default()
         })
         .await
         .unwrap()
@@ -605,6 +710,7 @@ async fn tail_replays_history_then_follows_live_commits() {
         .tail(TailRequest {
             after_sequence: 0,
             event_types: vec![EventType::AuthzDenied as i32],
+            ..TailRequest::default()
         })
         .await
         .unwrap()
@@ -634,6 +740,103 @@ async fn tail_replays_history_then_follows_live_commits() {
         (denial.sequence, denial.event_type),
         (7, EventType::AuthzDenied as i32)
     );
+    server.stop().await;
+}
+
+type TailStream = tonic::Streaming<umcp_proto::audit::v1::TailResponse>;
+
+async fn next_event(stream: &mut TailStream) -> AuditEvent {
+    tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("tail delivers")
+        .expect("stream open")
+        .expect("event")
+        .event
+        .expect("event set")
+}
+
+#[tokio::test]
+async fn tail_filters_like_query_and_resumes_from_its_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let mut client = server.service();
+    let admin = server.admin();
+    // Sequences 1..=12: users alternate, every third fails, every fourth is on another
+    // resource, 12 has a correlation id of its own.
+    let batch = |from: i64| {
+        (from..from + 12)
+            .map(|i| {
+                let mut e = event(
+                    EventType::DataWrite,
+                    ["alice", "bob"][(i % 2) as usize],
+                    i % 3 != 0,
+                    i,
+                );
+                if i % 4 == 0 {
+                    e.resource = "/umcp.auth.v1.AuthService/Login".into();
+                }
+                e
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut history = batch(1);
+    history[11].correlation_id = "corr-wanted".into();
+    record(&mut client, history).await.unwrap();
+    let tail = |request: TailRequest| {
+        let mut admin = admin.clone();
+        async move { admin.tail(request).await.unwrap().into_inner() }
+    };
+    let seconds = |e: &AuditEvent| e.timestamp.unwrap().seconds;
+    // Replay of history through the filters, then live events through the same filters.
+    let mut bob_failures = tail(TailRequest {
+        after_sequence: 1,
+        user_id: "bob".into(),
+        outcome: OutcomeFilter::Failure as i32,
+        ..TailRequest::default()
+    })
+    .await;
+    let mut login_successes = tail(TailRequest {
+        after_sequence: 1,
+        resource: "/umcp.auth.v1.AuthService/Login".into(),
+        outcome: OutcomeFilter::Success as i32,
+        ..TailRequest::default()
+    })
+    .await;
+    let mut correlated = tail(TailRequest {
+        after_sequence: 1,
+        correlation_id: "corr-wanted".into(),
+        ..TailRequest::default()
+    })
+    .await;
+    for want in [3, 9] {
+        assert_eq!(seconds(&next_event(&mut bob_failures).await), want);
+    }
+    for want in [4, 8] {
+        assert_eq!(seconds(&next_event(&mut login_successes).await), want);
+    }
+    assert_eq!(next_event(&mut correlated).await.sequence, 12);
+    record(&mut client, batch(13)).await.unwrap();
+    for want in [15, 21] {
+        assert_eq!(seconds(&next_event(&mut bob_failures).await), want);
+    }
+    for want in [16, 20] {
+        assert_eq!(seconds(&next_event(&mut login_successes).await), want);
+    }
+    // Resuming from the last sequence received: nothing repeated, nothing skipped.
+    drop(bob_failures);
+    record(&mut client, batch(25)).await.unwrap();
+    let mut resumed = tail(TailRequest {
+        after_sequence: 21,
+        user_id: "bob".into(),
+        outcome: OutcomeFilter::Failure as i32,
+        ..TailRequest::default()
+    })
+    .await;
+    for want in [27, 33] {
+        assert_eq!(seconds(&next_event(&mut resumed).await), want);
+    }
+    let quiet = tokio::time::timeout(Duration::from_millis(200), resumed.next()).await;
+    assert!(quiet.is_err(), "only matching events: {quiet:?}");
     server.stop().await;
 }
 
@@ -903,118 +1106,196 @@ async fn a_torn_unacknowledged_write_is_removed_on_restart() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Durability of the real binary under SIGKILL.
+// Ed25519-signed checkpoints.
 
-mod jwks {
-    use std::pin::Pin;
-
-    use tokio_stream::Stream;
-    use tonic::{Request, Response, Status};
-    use umcp_proto::auth::v1::auth_service_server::AuthService;
-    use umcp_proto::auth::v1::*;
-
-    /// An auth service that only publishes a key set (the binary verifies tokens with it).
-    pub(crate) struct Jwks(pub(crate) Vec<Jwk>);
-
-    #[tonic::async_trait]
-    impl AuthService for Jwks {
-        async fn login(&self, _: Request<LoginRequest>) -> Result<Response<LoginResponse>, Status> {
-            Err(Status::unimplemented("test double"))
-        }
-        async fn refresh(
-            &self,
-            _: Request<RefreshRequest>,
-        ) -> Result<Response<RefreshResponse>, Status> {
-            Err(Status::unimplemented("test double"))
-        }
-        async fn logout(
-            &self,
-            _: Request<LogoutRequest>,
-        ) -> Result<Response<LogoutResponse>, Status> {
-            Err(Status::unimplemented("test double"))
-        }
-        async fn exchange_api_key(
-            &self,
-            _: Request<ExchangeApiKeyRequest>,
-        ) -> Result<Response<ExchangeApiKeyResponse>, Status> {
-            Err(Status::unimplemented("test double"))
-        }
-        async fn create_api_key(
-            &self,
-            _: Request<CreateApiKeyRequest>,
-        ) -> Result<Response<CreateApiKeyResponse>, Status> {
-            Err(Status::unimplemented("test double"))
-        }
-        async fn list_api_keys(
-            &self,
-            _: Request<ListApiKeysRequest>,
-        ) -> Result<Response<ListApiKeysResponse>, Status> {
-            Err(Status::unimplemented("test double"))
-        }
-        async fn revoke_api_key(
-            &self,
-            _: Request<RevokeApiKeyRequest>,
-        ) -> Result<Response<RevokeApiKeyResponse>, Status> {
-            Err(Status::unimplemented("test double"))
-        }
-        async fn create_user(
-            &self,
-            _: Request<CreateUserRequest>,
-        ) -> Result<Response<CreateUserResponse>, Status> {
-            Err(Status::unimplemented("test double"))
-        }
-        async fn list_users(
-            &self,
-            _: Request<ListUsersRequest>,
-        ) -> Result<Response<ListUsersResponse>, Status> {
-            Err(Status::unimplemented("test double"))
-        }
-        async fn set_user_roles(
-            &self,
-            _: Request<SetUserRolesRequest>,
-        ) -> Result<Response<SetUserRolesResponse>, Status> {
-            Err(Status::unimplemented("test double"))
-        }
-        async fn disable_user(
-            &self,
-            _: Request<DisableUserRequest>,
-        ) -> Result<Response<DisableUserResponse>, Status> {
-            Err(Status::unimplemented("test double"))
-        }
-        async fn who_am_i(
-            &self,
-            _: Request<WhoAmIRequest>,
-        ) -> Result<Response<WhoAmIResponse>, Status> {
-            Err(Status::unimplemented("test double"))
-        }
-        async fn rotate_signing_key(
-            &self,
-            _: Request<RotateSigningKeyRequest>,
-        ) -> Result<Response<RotateSigningKeyResponse>, Status> {
-            Err(Status::unimplemented("test double"))
-        }
-
-        async fn get_jwks(
-            &self,
-            _: Request<GetJwksRequest>,
-        ) -> Result<Response<GetJwksResponse>, Status> {
-            Ok(Response::new(GetJwksResponse {
-                keys: self.0.clone(),
-                jwks_json: String::new(),
-            }))
-        }
-
-        type WatchRevocationsStream =
-            Pin<Box<dyn Stream<Item = Result<WatchRevocationsResponse, Status>> + Send>>;
-
-        async fn watch_revocations(
-            &self,
-            _: Request<WatchRevocationsRequest>,
-        ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
-            Err(Status::unimplemented("test double"))
-        }
-    }
+/// What an auditor does offline with an export: rebuild the signed message from the fields
+/// and check it with the public key, nothing else.
+fn verify_offline(cp: &ExportCheckpointResponse) -> bool {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use ed25519_dalek::{Signature, VerifyingKey};
+    let Ok(public) = URL_SAFE_NO_PAD.decode(&cp.public_key) else {
+        return false;
+    };
+    let Some(public) = public
+        .try_into()
+        .ok()
+        .and_then(|b: [u8; 32]| VerifyingKey::from_bytes(&b).ok())
+    else {
+        return false;
+    };
+    let (Ok(hash), Ok(signature), Some(time)) = (
+        hex::decode(&cp.hash),
+        URL_SAFE_NO_PAD.decode(&cp.signature),
+        cp.time,
+    ) else {
+        return false;
+    };
+    let Ok(signature) = Signature::from_slice(&signature) else {
+        return false;
+    };
+    let mut message = b"umcp-audit-checkpoint-ed25519-v1".to_vec();
+    message.extend_from_slice(&cp.sequence.to_be_bytes());
+    message.extend_from_slice(&hash);
+    message.extend_from_slice(&time.seconds.to_be_bytes());
+    message.extend_from_slice(&(time.nanos as u32).to_be_bytes());
+    hash.len() == 32
+        && umcp_audit::signed::key_id(&public) == cp.key_id
+        && public.verify_strict(&message, &signature).is_ok()
 }
+
+async fn export(client: &mut Client) -> ExportCheckpointResponse {
+    client
+        .export_checkpoint(ExportCheckpointRequest {})
+        .await
+        .expect("export answers")
+        .into_inner()
+}
+
+#[tokio::test]
+async fn signed_checkpoints_follow_commits_and_verify_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = AuditConfig {
+        sign_every_events: 5,
+        sign_interval_ms: 3_600_000,
+        ..config(dir.path())
+    };
+    let server = start_with(&TestIssuer::new(), cfg).await;
+    let mut admin = server.admin();
+    let mut client = server.service();
+    // The empty log is signed at start.
+    let genesis = export(&mut admin).await;
+    assert_eq!(
+        (genesis.sequence, genesis.hash.as_str()),
+        (0, "0".repeat(64).as_str())
+    );
+    assert!(verify_offline(&genesis), "{genesis:?}");
+    // Below the count (and long before the interval): not re-signed.
+    record(&mut client, simple(4)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(export(&mut admin).await.sequence, 0);
+    record(&mut client, simple(1)).await.unwrap();
+    let signed = eventually(Duration::from_secs(10), || {
+        let mut admin = admin.clone();
+        async move { export(&mut admin).await.sequence == 5 }
+    })
+    .await;
+    assert!(signed, "signed after 5 events");
+    let cp = export(&mut admin).await;
+    assert!(verify_offline(&cp), "{cp:?}");
+    assert_eq!(cp.key_id, genesis.key_id);
+    // The export pins the history: the log still carries that hash at that sequence.
+    assert_eq!(verify(&mut admin, 0, cp.sequence).await.head_hash, cp.hash);
+    // Edited fields do not verify.
+    for forged in [
+        ExportCheckpointResponse {
+            sequence: 6,
+            ..cp.clone()
+        },
+        ExportCheckpointResponse {
+            hash: "ab".repeat(32),
+            ..cp.clone()
+        },
+        ExportCheckpointResponse {
+            time: Some(Timestamp {
+                seconds: cp.time.unwrap().seconds + 1,
+                nanos: cp.time.unwrap().nanos,
+            }),
+            ..cp.clone()
+        },
+        ExportCheckpointResponse {
+            signature: genesis.signature.clone(),
+            ..cp.clone()
+        },
+    ] {
+        assert!(!verify_offline(&forged), "{forged:?}");
+    }
+    // The final head is signed at shutdown, with the same key after a restart.
+    record(&mut client, simple(2)).await.unwrap();
+    server.stop().await;
+    let server = start(dir.path()).await;
+    let after = export(&mut server.admin()).await;
+    assert_eq!((after.sequence, &after.key_id), (7, &cp.key_id));
+    assert!(verify_offline(&after));
+    server.stop().await;
+
+    // By time: one event, far below the count.
+    let cfg = AuditConfig {
+        sign_interval_ms: 100,
+        ..config(dir.path())
+    };
+    let server = start_with(&TestIssuer::new(), cfg).await;
+    record(&mut server.service(), simple(1)).await.unwrap();
+    let admin = server.admin();
+    let signed = eventually(Duration::from_secs(10), || {
+        let mut admin = admin.clone();
+        async move { export(&mut admin).await.sequence == 8 }
+    })
+    .await;
+    assert!(signed, "signed within the interval");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_log_rolled_back_behind_its_signed_checkpoint_is_truncated() {
+    // The attack the MAC'd checkpoint alone cannot see: an older log restored together with
+    // the MAC'd checkpoint of that time.
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    record(&mut server.service(), simple(5)).await.unwrap();
+    server.stop().await;
+    let old_log = std::fs::read(dir.path().join("audit.log")).unwrap();
+    let old_checkpoint = std::fs::read(dir.path().join("checkpoint")).unwrap();
+    let server = start(dir.path()).await;
+    record(&mut server.service(), simple(5)).await.unwrap();
+    server.stop().await;
+    std::fs::write(dir.path().join("audit.log"), &old_log).unwrap();
+    std::fs::write(dir.path().join("checkpoint"), &old_checkpoint).unwrap();
+    let report = verify_after_restart(dir.path()).await;
+    assert_problem(&report, 6, "truncated");
+    assert!(report.problem.contains("Ed25519"), "{report:?}");
+}
+
+#[tokio::test]
+async fn an_edited_or_deleted_signed_checkpoint_is_detected() {
+    // Any edited byte, on disk while stopped.
+    for at in [8usize, 30, 50, 100] {
+        let report = tampered(|dir, _| {
+            let path = dir.join("signed_checkpoint");
+            let mut cp = std::fs::read(&path).unwrap();
+            cp[at] ^= 0x04;
+            std::fs::write(&path, cp).unwrap();
+        })
+        .await;
+        assert_problem(&report, 11, "checkpoint");
+    }
+    // Deleted under the running service.
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    record(&mut server.service(), simple(3)).await.unwrap();
+    std::fs::remove_file(dir.path().join("signed_checkpoint")).unwrap();
+    let report = verify(&mut server.admin(), 0, 0).await;
+    assert_problem(&report, 4, "checkpoint");
+    server.stop().await;
+    // A lost signing key is not silently replaced while a checkpoint it signed exists.
+    std::fs::remove_file(dir.path().join("signing.key")).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let verifier = TestIssuer::new().verifier();
+    let result = umcp_audit::serve(
+        listener,
+        config(dir.path()),
+        verifier,
+        std::future::pending(),
+    )
+    .await;
+    let error = result
+        .expect_err("must not start with a fresh key")
+        .to_string();
+    assert!(error.contains("signing key"), "{error}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Durability of the real binary under SIGKILL.
 
 struct KillOnDrop(Child);
 
@@ -1025,14 +1306,17 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn spawn_binary(data_dir: &Path, port: u16, auth_url: &str) -> KillOnDrop {
+/// Starts the real binary; it trusts the keys in `jwks_file`, the mechanism every service
+/// supports for verifying tokens without an auth service.
+fn spawn_binary(data_dir: &Path, port: u16, jwks_file: &Path) -> KillOnDrop {
     KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_umcp-audit"))
             .env_clear()
             .env("UMCP_LISTEN", format!("127.0.0.1:{port}"))
             .env("UMCP_DATA_DIR", data_dir)
-            .env("UMCP_AUTH__URL", auth_url)
+            .env("UMCP_AUTH__JWKS_FILE", jwks_file)
             .env("UMCP_LOG__FILTER", "warn")
+            .env("UMCP_SIGN_INTERVAL_MS", "50")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -1042,34 +1326,25 @@ fn spawn_binary(data_dir: &Path, port: u16, auth_url: &str) -> KillOnDrop {
 
 #[tokio::test]
 async fn acknowledged_events_survive_sigkill_of_the_binary() {
-    use umcp_proto::auth::v1::auth_service_server::AuthServiceServer;
-    let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).unwrap();
-    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
-    let jwks = jwks::Jwks(vec![umcp_authz::keys::jwk("k1", &key.verifying_key())]);
-    let auth = Spawned::start(|listener, shutdown| async move {
-        let routes = tonic::service::Routes::new(AuthServiceServer::new(jwks));
-        umcp_rpc::serve("auth-double", listener, routes, shutdown.wait()).await
-    })
-    .await;
-    let claims = TestIssuer::new();
-    let token = |role: Role| -> tonic::metadata::MetadataValue<tonic::metadata::Ascii> {
-        let claims = claims.claims("svc", &[role]);
-        format!("Bearer {}", umcp_authz::jws::sign(&claims, "k1", &key))
-            .parse()
-            .unwrap()
-    };
+    let issuer = TestIssuer::new();
     let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, issuer.jwks_json()).unwrap();
     let data = dir.path().join("audit");
     let port = umcp_testkit::free_port();
     let channel = umcp_testkit::channel(([127, 0, 0, 1], port).into());
-    let mut service =
-        AuditServiceClient::new(umcp_testkit::authed(channel.clone(), token(Role::Service)));
-    let mut admin = AuditServiceClient::new(umcp_testkit::authed(channel, token(Role::Admin)));
+    let mut service = AuditServiceClient::new(umcp_testkit::authed(
+        channel.clone(),
+        issuer.bearer("svc", &[Role::Service]),
+    ));
+    let mut admin = AuditServiceClient::new(umcp_testkit::authed(
+        channel,
+        issuer.bearer("svc", &[Role::Admin]),
+    ));
 
     let mut acknowledged: Vec<String> = Vec::new();
     for round in 0..3 {
-        let child = spawn_binary(&data, port, &auth.url());
+        let child = spawn_binary(&data, port, &jwks);
         let up = eventually(Duration::from_secs(20), || {
             let mut c = admin.clone();
             async move { c.verify(VerifyRequest::default()).await.is_ok() }
@@ -1100,7 +1375,7 @@ async fn acknowledged_events_survive_sigkill_of_the_binary() {
         }
         acknowledged.extend(acked.lock().drain(..));
     }
-    let _child = spawn_binary(&data, port, &auth.url());
+    let _child = spawn_binary(&data, port, &jwks);
     let up = eventually(Duration::from_secs(20), || {
         let mut c = admin.clone();
         async move { c.verify(VerifyRequest::default()).await.is_ok() }
@@ -1146,6 +1421,14 @@ async fn acknowledged_events_survive_sigkill_of_the_binary() {
         stored.len(),
         "sequence numbers have no gaps"
     );
+    // The signed checkpoints written between the kills still pin this log.
+    let cp = export(&mut admin).await;
+    assert!(verify_offline(&cp), "{cp:?}");
+    assert!(
+        cp.sequence > 0 && cp.sequence <= report.head_sequence,
+        "{cp:?}"
+    );
+    assert_eq!(verify(&mut admin, 0, cp.sequence).await.head_hash, cp.hash);
     // Still accepting writes after all that.
     assert!(
         service

@@ -102,8 +102,14 @@ fn start_client(config: AuditClientConfig, issuer: &TestIssuer) -> AuditClient {
     AuditClient::start(config, Arc::new(token)).expect("client starts")
 }
 
-/// Every stored event's correlation id, in sequence order.
+/// Every stored event's correlation id, in sequence order (whatever order `Query` pages in).
 async fn stored(addr: SocketAddr, issuer: &TestIssuer) -> Vec<String> {
+    let mut events = stored_events(addr, issuer).await;
+    events.sort_by_key(|e| e.sequence);
+    events.into_iter().map(|e| e.correlation_id).collect()
+}
+
+async fn stored_events(addr: SocketAddr, issuer: &TestIssuer) -> Vec<AuditEvent> {
     let bearer = issuer.bearer("admin", &[Role::Admin]);
     let channel = umcp_testkit::channel(addr);
     let mut admin = AuditServiceClient::new(umcp_testkit::authed(channel, bearer));
@@ -121,7 +127,7 @@ async fn stored(addr: SocketAddr, issuer: &TestIssuer) -> Vec<String> {
             return Vec::new();
         };
         let page = page.into_inner();
-        out.extend(page.events.into_iter().map(|e| e.correlation_id));
+        out.extend(page.events);
         token = page.page.unwrap_or_default().next_page_token;
         if token.is_empty() {
             return out;
@@ -308,5 +314,87 @@ async fn invalid_events_are_rejected_without_holding_up_the_rest() {
     let metrics = client.metrics();
     assert_eq!((metrics.rejected, metrics.sent, metrics.dropped), (2, 2, 0));
     client.close().await;
+    server.stop().await;
+}
+
+/// A crash of the audit service (its task aborted mid-traffic, like SIGKILL: no graceful
+/// shutdown, only what reached the file survives) while a producer keeps recording; after a
+/// restart on the same address every event is stored exactly once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_during_sustained_traffic_loses_nothing_and_duplicates_nothing() {
+    let issuer = TestIssuer::new();
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let server = start_on(addr, &dir.path().join("audit"), &issuer).await;
+    let client = start_client(client_config(addr, &dir.path().join("spool")), &issuer);
+    let producer = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            for n in 0..600 {
+                client.record(event(n));
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    server.task.abort();
+    let _ = server.task.await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let server = start_on(addr, &dir.path().join("audit"), &issuer).await;
+    producer.await.unwrap();
+    wait_for_stored(addr, &issuer, &ids(0..600)).await;
+    let metrics = client.metrics();
+    assert_eq!(metrics.dropped, 0);
+    assert!(
+        metrics.spooled > 0,
+        "the crash should have made the client spool: {metrics:?}"
+    );
+    server.stop().await;
+}
+
+/// A flood of rate-limit rejections becomes one event at once and one summary per window.
+#[tokio::test]
+async fn rate_limit_rejections_are_aggregated_per_principal_and_window() {
+    let issuer = TestIssuer::new();
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let server = start_on(addr, &dir.path().join("audit"), &issuer).await;
+    let client = start_client(client_config(addr, &dir.path().join("spool")), &issuer);
+    let emitter = umcp_audit_client::Emitter::new(Some(client), "gateway");
+    let window = Duration::from_millis(300);
+    let reporter = umcp_audit_client::RateLimitReporter::start(emitter.clone(), window);
+    let path = "/umcp.execution.v1.ExecutionService/Execute";
+    for _ in 0..500 {
+        for who in ["alice", "bob"] {
+            let event = emitter
+                .event(EventType::RateLimitExceeded, path, "rate_limit")
+                .detail("principal", who);
+            reporter.exceeded(who, "execute", event);
+        }
+    }
+    let want = 4; // per principal: the first rejection, then one summary of the other 499
+    let arrived = eventually(Duration::from_secs(10), || async {
+        stored_events(addr, &issuer).await.len() >= want
+    })
+    .await;
+    tokio::time::sleep(window * 2).await;
+    let events = stored_events(addr, &issuer).await;
+    assert!(arrived, "{} events", events.len());
+    assert_eq!(events.len(), want, "a flood must not flood the log");
+    let suppressed: i64 = events
+        .iter()
+        .filter_map(
+            |e| match e.details.get("suppressed_in_window")?.kind.as_ref()? {
+                Kind::IntValue(n) => Some(*n),
+                _ => None,
+            },
+        )
+        .sum();
+    assert_eq!(suppressed, 2 * 499);
+    assert!(
+        events
+            .iter()
+            .all(|e| e.event_type == EventType::RateLimitExceeded as i32)
+    );
     server.stop().await;
 }

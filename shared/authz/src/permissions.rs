@@ -208,6 +208,7 @@ pub const METHODS: &[(&str, &str, Requirement)] = {
         (AUDIT, "Query", P(SystemAdmin)),
         (AUDIT, "Tail", P(SystemAdmin)),
         (AUDIT, "Verify", P(SystemAdmin)),
+        (AUDIT, "ExportCheckpoint", P(SystemAdmin)),
     ]
 };
 
