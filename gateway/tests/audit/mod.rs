@@ -194,7 +194,9 @@ async fn query(channel: Channel, admin: &str, filter: QueryRequest) -> Vec<Audit
 }
 
 /// `(service, event type)` → count, for the events of one correlation id.
-fn tally(events: &[AuditEvent]) -> BTreeMap<(String, EventType), usize> {
+type Tally = BTreeMap<(String, EventType), usize>;
+
+fn tally(events: &[AuditEvent]) -> Tally {
     let mut tally = BTreeMap::new();
     for e in events {
         let kind = EventType::try_from(e.event_type).unwrap();
@@ -203,7 +205,7 @@ fn tally(events: &[AuditEvent]) -> BTreeMap<(String, EventType), usize> {
     tally
 }
 
-fn expect(rows: &[(&str, EventType, usize)]) -> BTreeMap<(String, EventType), usize> {
+fn expect(rows: &[(&str, EventType, usize)]) -> Tally {
     rows.iter()
         .map(|(s, t, n)| (((*s).to_owned(), *t), *n))
         .collect()
@@ -286,7 +288,7 @@ async fn one_scenario_produces_exactly_the_expected_events() {
     use EventType::{
         AuthSuccess, AuthzDenied, AuthzGranted, CodeExecution, CodeLint, DataWrite, GraphUpsert,
     };
-    let scenario: Vec<(&str, BTreeMap<(String, EventType), usize>)> = vec![
+    let scenario: Vec<(&str, Tally)> = vec![
         ("scn-login", expect(&[("auth", AuthSuccess, 1)])),
         ("scn-denied", expect(&[("gateway", AuthzDenied, 1)])),
         (
