@@ -9,7 +9,6 @@ TOOLS := .tools
 VENV := .venv
 BUF := $(TOOLS)/node_modules/.bin/buf
 GRPCURL := $(VENV)/bin/grpcurl
-export UMCP_PYTHON := $(CURDIR)/$(VENV)/bin/python
 
 .PHONY: run build test test-rust test-e2e deploy-check lint fmt clippy proto-lint bench tools venv buf clean
 
