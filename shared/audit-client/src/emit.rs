@@ -21,13 +21,26 @@ use crate::{AuditClient, AuditClientError};
 pub struct Emitter {
     client: Option<AuditClient>,
     service: &'static str,
+    fail_closed: bool,
 }
 
 impl Emitter {
     /// An emitter writing through `client` for the process named `service`.
     #[must_use]
     pub fn new(client: Option<AuditClient>, service: &'static str) -> Self {
-        Self { client, service }
+        Self {
+            client,
+            service,
+            fail_closed: true,
+        }
+    }
+
+    /// Whether [`Self::emit_required`] refuses when the event cannot be recorded (default) or
+    /// records it in the background and lets the operation run.
+    #[must_use]
+    pub fn fail_closed(mut self, fail_closed: bool) -> Self {
+        self.fail_closed = fail_closed;
+        self
     }
 
     /// Whether events go anywhere.
@@ -76,6 +89,10 @@ impl Emitter {
         let Some(client) = &self.client else {
             return Ok(());
         };
+        if !self.fail_closed {
+            client.record(event.0);
+            return Ok(());
+        }
         client.record_required(event.0).await.map_err(|e| match e {
             AuditClientError::Rejected(reason) => {
                 tracing::error!(%reason, "audit event refused by the client");

@@ -78,6 +78,11 @@ pub struct AuditClientConfig {
     /// Events from `record` held in memory while the spool is full
     /// (`UMCP_AUDIT__MEMORY_MAX_EVENTS`, default 100000).
     pub memory_max_events: usize,
+    /// Audited-critical operations (code execution, graph writes, administration) run only
+    /// once their event is recorded or spooled (`UMCP_AUDIT__FAIL_CLOSED`, default true). With
+    /// `false` they run anyway and their event is recorded like any other (never lost while
+    /// the spool has room); for deployments that prefer availability, logged at start-up.
+    pub fail_closed: bool,
 }
 
 impl Default for AuditClientConfig {
@@ -93,6 +98,7 @@ impl Default for AuditClientConfig {
             retry_base_ms: 100,
             retry_max_ms: 5000,
             memory_max_events: 100_000,
+            fail_closed: true,
         }
     }
 }
@@ -412,8 +418,15 @@ pub fn start_emitter(
         );
         return Ok(Emitter::new(None, service));
     };
+    if !config.fail_closed {
+        tracing::warn!(
+            service,
+            "audit fail-closed is OFF (UMCP_AUDIT__FAIL_CLOSED=false): audited operations run even when their event cannot be recorded"
+        );
+    }
     Ok(Emitter::new(
         Some(AuditClient::start(config.clone(), credentials)?),
         service,
-    ))
+    )
+    .fail_closed(config.fail_closed))
 }

@@ -398,3 +398,34 @@ async fn rate_limit_rejections_are_aggregated_per_principal_and_window() {
     );
     server.stop().await;
 }
+
+/// With fail-closed off (`UMCP_AUDIT__FAIL_CLOSED=false`), a required event with audit down and
+/// the spool full does not refuse the operation.
+#[tokio::test]
+async fn fail_open_configuration_lets_required_events_through() {
+    let issuer = TestIssuer::new();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = client_config(free_addr(), &dir.path().join("spool"));
+    config.spool_max_bytes = 4096;
+    config.fail_closed = false;
+    let client = start_client(config.clone(), &issuer);
+    let open = umcp_audit_client::Emitter::new(Some(client.clone()), "graph").fail_closed(false);
+    let closed = umcp_audit_client::Emitter::new(Some(client), "graph");
+    let make = |e: &umcp_audit_client::Emitter| e.event(EventType::DataWrite, "/x/Y", "write");
+    let mut refused = false;
+    for _ in 0..200 {
+        if closed.emit_required(make(&closed)).await.is_err() {
+            refused = true;
+            break;
+        }
+    }
+    assert!(
+        refused,
+        "the fail-closed emitter must refuse once the spool is full"
+    );
+    for _ in 0..20 {
+        open.emit_required(make(&open))
+            .await
+            .expect("fail-open never refuses");
+    }
+}
