@@ -188,35 +188,29 @@ pub fn upsert(batch: &UpsertBatch) -> Result<()> {
             "nodes and relationships are both empty; give at least one node or relationship",
         ));
     }
-    if batch.nodes.len() > MAX_NODES_PER_REQUEST {
-        return Err(StoreError::invalid(
-            "nodes",
-            format!(
-                "{} nodes given; at most {MAX_NODES_PER_REQUEST} per request",
-                batch.nodes.len()
-            ),
-        ));
-    }
-    if batch.rels.len() > MAX_RELS_PER_REQUEST {
-        return Err(StoreError::invalid(
-            "relationships",
-            format!(
-                "{} relationships given; at most {MAX_RELS_PER_REQUEST} per request",
-                batch.rels.len()
-            ),
-        ));
-    }
+    at_most(
+        "nodes",
+        "nodes",
+        batch.nodes.len(),
+        MAX_NODES_PER_REQUEST,
+        "request",
+    )?;
+    at_most(
+        "relationships",
+        "relationships",
+        batch.rels.len(),
+        MAX_RELS_PER_REQUEST,
+        "request",
+    )?;
     for (i, node) in batch.nodes.iter().enumerate() {
         identifier(&format!("nodes[{i}].key"), "key", &node.key)?;
-        if node.labels.len() > MAX_LABELS_PER_NODE {
-            return Err(StoreError::invalid(
-                format!("nodes[{i}].labels"),
-                format!(
-                    "{} labels given; at most {MAX_LABELS_PER_NODE} per node",
-                    node.labels.len()
-                ),
-            ));
-        }
+        at_most(
+            &format!("nodes[{i}].labels"),
+            "labels",
+            node.labels.len(),
+            MAX_LABELS_PER_NODE,
+            "node",
+        )?;
         for (j, label) in node.labels.iter().enumerate() {
             identifier(&format!("nodes[{i}].labels[{j}]"), "label", label)?;
         }
@@ -239,6 +233,17 @@ pub fn upsert(batch: &UpsertBatch) -> Result<()> {
     Ok(())
 }
 
+/// `INVALID_ARGUMENT` on `field` when `len` exceeds `max` per `per`.
+fn at_most(field: &str, what: &str, len: usize, max: usize, per: &str) -> Result<()> {
+    if len > max {
+        return Err(StoreError::invalid(
+            field,
+            format!("{len} {what} given; at most {max} per {per}"),
+        ));
+    }
+    Ok(())
+}
+
 /// Validates a whole delete: limits and identifiers.
 pub fn delete(batch: &DeleteBatch) -> Result<()> {
     if batch.node_keys.is_empty() && batch.rels.is_empty() {
@@ -247,24 +252,20 @@ pub fn delete(batch: &DeleteBatch) -> Result<()> {
             "node_keys and relationships are both empty; give at least one to delete",
         ));
     }
-    if batch.node_keys.len() > MAX_NODES_PER_REQUEST {
-        return Err(StoreError::invalid(
-            "node_keys",
-            format!(
-                "{} node keys given; at most {MAX_NODES_PER_REQUEST} per request",
-                batch.node_keys.len()
-            ),
-        ));
-    }
-    if batch.rels.len() > MAX_RELS_PER_REQUEST {
-        return Err(StoreError::invalid(
-            "relationships",
-            format!(
-                "{} relationships given; at most {MAX_RELS_PER_REQUEST} per request",
-                batch.rels.len()
-            ),
-        ));
-    }
+    at_most(
+        "node_keys",
+        "node keys",
+        batch.node_keys.len(),
+        MAX_NODES_PER_REQUEST,
+        "request",
+    )?;
+    at_most(
+        "relationships",
+        "relationships",
+        batch.rels.len(),
+        MAX_RELS_PER_REQUEST,
+        "request",
+    )?;
     for (i, key) in batch.node_keys.iter().enumerate() {
         identifier(&format!("node_keys[{i}]"), "key", key)?;
     }
