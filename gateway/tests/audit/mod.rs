@@ -153,6 +153,16 @@ async fn start(audit_up: bool, spool_bytes: u64) -> Mesh {
     }
 }
 
+fn one_node() -> UpsertRequest {
+    UpsertRequest {
+        nodes: vec![NodeInput {
+            key: "n1".into(),
+            ..Default::default()
+        }],
+        relationships: vec![],
+    }
+}
+
 fn call<T>(message: T, token: Option<&str>, correlation: &str) -> Request<T> {
     let mut request = Request::new(message);
     request
@@ -231,32 +241,12 @@ async fn one_scenario_produces_exactly_the_expected_events() {
     let dev = login(gw.clone(), "dev", DEV_PW, "scn-login-dev").await;
 
     let denied = GraphServiceClient::new(gw.clone())
-        .upsert(call(
-            UpsertRequest {
-                nodes: vec![NodeInput {
-                    key: "n1".into(),
-                    ..Default::default()
-                }],
-                relationships: vec![],
-            },
-            Some(&dev),
-            "scn-denied",
-        ))
+        .upsert(call(one_node(), Some(&dev), "scn-denied"))
         .await
         .unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied);
     GraphServiceClient::new(gw.clone())
-        .upsert(call(
-            UpsertRequest {
-                nodes: vec![NodeInput {
-                    key: "n1".into(),
-                    ..Default::default()
-                }],
-                relationships: vec![],
-            },
-            Some(&admin),
-            "scn-write",
-        ))
+        .upsert(call(one_node(), Some(&admin), "scn-write"))
         .await
         .unwrap();
     let ran = ExecutionServiceClient::new(gw.clone())

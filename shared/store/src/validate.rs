@@ -217,20 +217,21 @@ pub fn upsert(batch: &UpsertBatch) -> Result<()> {
         properties(&format!("nodes[{i}].properties"), &node.properties)?;
     }
     for (i, rel) in batch.rels.iter().enumerate() {
-        identifier(
-            &format!("relationships[{i}].start_key"),
-            "key",
-            &rel.start_key,
-        )?;
-        identifier(
-            &format!("relationships[{i}].type"),
-            "relationship type",
-            &rel.rel_type,
-        )?;
-        identifier(&format!("relationships[{i}].end_key"), "key", &rel.end_key)?;
+        endpoints(i, &rel.start_key, &rel.rel_type, &rel.end_key)?;
         properties(&format!("relationships[{i}].properties"), &rel.properties)?;
     }
     Ok(())
+}
+
+/// The identifier rule for relationship `i`'s start key, type and end key.
+fn endpoints(i: usize, start: &str, rel_type: &str, end: &str) -> Result<()> {
+    identifier(&format!("relationships[{i}].start_key"), "key", start)?;
+    identifier(
+        &format!("relationships[{i}].type"),
+        "relationship type",
+        rel_type,
+    )?;
+    identifier(&format!("relationships[{i}].end_key"), "key", end)
 }
 
 /// `INVALID_ARGUMENT` on `field` when `len` exceeds `max` per `per`.
@@ -270,17 +271,7 @@ pub fn delete(batch: &DeleteBatch) -> Result<()> {
         identifier(&format!("node_keys[{i}]"), "key", key)?;
     }
     for (i, rel) in batch.rels.iter().enumerate() {
-        identifier(
-            &format!("relationships[{i}].start_key"),
-            "key",
-            &rel.start_key,
-        )?;
-        identifier(
-            &format!("relationships[{i}].type"),
-            "relationship type",
-            &rel.rel_type,
-        )?;
-        identifier(&format!("relationships[{i}].end_key"), "key", &rel.end_key)?;
+        endpoints(i, &rel.start_key, &rel.rel_type, &rel.end_key)?;
     }
     Ok(())
 }
