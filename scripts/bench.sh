@@ -4,9 +4,10 @@
 # BENCH_SECONDS (default 5) sets the length of each throughput round.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/bin-dir.sh
 mkdir -p bench-out
 cargo build --release --bins --examples
-bin=target/release/examples
+bin=$(PROFILE=release bin_dir)/examples
 run() { # name, title, command...
   local name=$1 title=$2; shift 2
   echo "== $title"

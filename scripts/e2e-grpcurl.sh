@@ -6,9 +6,10 @@
 # variables set by one block (the token) are seen by the next.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/bin-dir.sh
 
 GRPCURL=$(realpath "${GRPCURL:-.venv/bin/grpcurl}")
-BIN_DIR=$(realpath "${BIN_DIR:-target/debug}")
+BIN_DIR=$(bin_dir)
 [ -x "$GRPCURL" ] || { echo "e2e: $GRPCURL missing (run: make tools)" >&2; exit 1; }
 
 work=$(mktemp -d)

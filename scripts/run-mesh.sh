@@ -1,33 +1,63 @@
 #!/usr/bin/env bash
 # Starts the mesh on embedded defaults in the foreground: every service that exists, then the
-# gateway on 127.0.0.1:50051. Ctrl-C (or SIGTERM) stops everything and waits for it.
+# gateway on 127.0.0.1:50051, and keeps it up: a process that exits is restarted with backoff
+# (1 s, doubling to 30 s; back to 1 s after 60 s of uptime) and a loud line naming it and its
+# exit status. Ctrl-C (or SIGTERM) stops everything and waits for it.
 #
 # Environment: UMCP_* variables are passed to every process (see README "Configuration");
-# BIN_DIR (default target/debug) picks the binaries; UMCP_DATA_ROOT (default ./data) the data.
+# BIN_DIR picks the binaries (default: where cargo builds them, see scripts/bin-dir.sh);
+# UMCP_DATA_ROOT (default ./data) the data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/bin-dir.sh
 
-BIN_DIR=${BIN_DIR:-target/debug}
+BIN_DIR=$(bin_dir)
 DATA_ROOT=${UMCP_DATA_ROOT:-./data}
 mkdir -p "$DATA_ROOT"
 
-pids=()
+supervisors=()
 stop() {
   trap - INT TERM EXIT
-  if [ ${#pids[@]} -gt 0 ]; then
-    echo "run-mesh: stopping ${#pids[@]} processes" >&2
-    kill -TERM "${pids[@]}" 2>/dev/null || true
-    wait "${pids[@]}" 2>/dev/null || true
+  if [ ${#supervisors[@]} -gt 0 ]; then
+    echo "run-mesh: stopping ${#supervisors[@]} processes" >&2
+    kill -TERM "${supervisors[@]}" 2>/dev/null || true
+    wait "${supervisors[@]}" 2>/dev/null || true
   fi
 }
 trap 'stop; exit 0' INT TERM
 trap stop EXIT
 
-start() { # name, then env assignments
+describe() { # exit status as the shell reports it
+  if [ "$1" -gt 128 ]; then
+    echo "killed by signal $(($1 - 128)) ($(kill -l "$(($1 - 128))" 2>/dev/null || echo '?'))"
+  else
+    echo "exit status $1"
+  fi
+}
+
+# Runs one process until the mesh stops; restarts it when it exits on its own.
+supervise() { # name, then env assignments
   local name=$1; shift
-  env "$@" "$BIN_DIR/umcp-$name" &
-  pids+=($!)
-  echo "run-mesh: started umcp-$name (pid $!)" >&2
+  local delay=1 child= started status
+  trap '[ -n "$child" ] && kill -TERM "$child" 2>/dev/null; [ -n "$child" ] && wait "$child" 2>/dev/null; exit 0' TERM INT
+  while true; do
+    started=$SECONDS
+    env "$@" "$BIN_DIR/umcp-$name" &
+    child=$!
+    echo "run-mesh: started umcp-$name (pid $child)" >&2
+    status=0
+    wait "$child" || status=$?
+    child=
+    [ $((SECONDS - started)) -ge 60 ] && delay=1
+    echo "run-mesh: !!! umcp-$name EXITED ($(describe "$status")); restarting it in ${delay}s" >&2
+    sleep "$delay"
+    delay=$((delay * 2 > 30 ? 30 : delay * 2))
+  done
+}
+
+start() { # name, then env assignments
+  supervise "$@" &
+  supervisors+=($!)
 }
 
 wait_port() { # port: wait until something listens (the gateway reports health on its own)
@@ -40,9 +70,9 @@ wait_port() { # port: wait until something listens (the gateway reports health o
 }
 
 # Auth first: it writes the service account's API key, which every other process uses to
-# follow revocations (and, later, for its own calls).
+# follow revocations, for its own calls, and (the gateway) to vouch for client addresses.
 key_file="$DATA_ROOT/service-api-key.txt"
-start auth UMCP_LISTEN=127.0.0.1:50052 UMCP_DATA_ROOT="$DATA_ROOT" UMCP_TRUST_FORWARDED_FOR=true \
+start auth UMCP_LISTEN=127.0.0.1:50052 UMCP_DATA_ROOT="$DATA_ROOT" \
   UMCP_BOOTSTRAP_SERVICE_KEY_FILE="$key_file" UMCP_AUDIT__SPOOL_DIR="$DATA_ROOT/audit-spool/auth"
 wait_port 50052
 for _ in $(seq 1 100); do [ -s "$key_file" ] && break; sleep 0.1; done
@@ -75,9 +105,5 @@ wait_port 50051
 echo "run-mesh: gateway on 127.0.0.1:50051; admin password: $DATA_ROOT/bootstrap-admin.txt (first start only)" >&2
 echo "run-mesh: try: grpcurl -plaintext localhost:50051 list   (Ctrl-C stops everything)" >&2
 
-# Exit (and stop the others) as soon as any process exits.
-set +e
-wait -n "${pids[@]}"
-status=$?
-echo "run-mesh: a process exited with status $status" >&2
-exit "$status"
+# The supervisors never return on their own; this waits until Ctrl-C or SIGTERM.
+wait

@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 use umcp_audit_client::Emitter;
+use umcp_authz::remote::TokenProvider;
 use umcp_authz::{AuthClient, AuthLayer, Verifier};
 use umcp_rpc::correlation::CorrelationLayer;
 use umcp_rpc::process::ProcessConfig;
@@ -68,7 +69,11 @@ pub async fn run(
     let emitter = umcp_audit_client::start_emitter(&config.audit, credentials, "gateway")
         .map_err(|e| GatewayError::Audit(e.to_string()))?;
     let verifier = config.require_auth.then(|| Arc::clone(&auth.verifier));
-    serve_audited(listener, config, verifier, emitter, shutdown).await
+    let forwarder = auth
+        .credentials
+        .clone()
+        .map(|c| c as Arc<dyn TokenProvider>);
+    serve_audited(listener, config, verifier, emitter, forwarder, shutdown).await
 }
 
 /// [`run`] with the verifier given (tests bring their own issuer); `None` turns the gateway's
@@ -87,12 +92,16 @@ pub async fn serve(
         config,
         verifier,
         Emitter::new(None, "gateway"),
+        None,
         shutdown,
     )
     .await
 }
 
 /// [`serve`], recording every authentication and authorization decision through `emitter`.
+/// With `forwarder` (the gateway's own service credentials), each forwarded call carries its
+/// token in `x-umcp-forwarder`, so the services believe the client address the gateway passes
+/// on (`umcp_authz::forwarded`); without it they see the gateway's own address.
 ///
 /// # Errors
 /// See [`GatewayError`].
@@ -101,6 +110,7 @@ pub async fn serve_audited(
     config: GatewayConfig,
     verifier: Option<Arc<Verifier>>,
     emitter: Emitter,
+    forwarder: Option<Arc<dyn TokenProvider>>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), GatewayError> {
     if verifier.is_none() {
@@ -124,7 +134,7 @@ pub async fn serve_audited(
         Duration::from_millis(config.health_interval_ms),
     ));
 
-    let service = proxy::GatewayService::new(table, local);
+    let service = proxy::GatewayService::new(table, local, forwarder);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tracing::info!("gateway serving");
     let result = umcp_rpc::server_builder()

@@ -17,22 +17,32 @@ use tonic::body::Body;
 use tonic::service::Routes;
 use tonic::transport::server::TcpConnectInfo;
 use tower::{Service, ServiceExt};
-use umcp_rpc::deadline;
+use umcp_authz::forwarded::{FORWARDED_FOR, FORWARDER};
+use umcp_authz::remote::TokenProvider;
+use umcp_rpc::{deadline, framing};
 
 use crate::routes::{Backend, Route, RouteTable};
-
-const FORWARDED_FOR: &str = "x-forwarded-for";
 
 /// Routes each request to the gateway's own services or a backend.
 #[derive(Debug, Clone)]
 pub(crate) struct GatewayService {
     table: Arc<RouteTable>,
     local: Routes,
+    /// The gateway's own credentials, vouching for the client address it forwards.
+    forwarder: Option<Arc<dyn TokenProvider>>,
 }
 
 impl GatewayService {
-    pub(crate) fn new(table: Arc<RouteTable>, local: Routes) -> Self {
-        Self { table, local }
+    pub(crate) fn new(
+        table: Arc<RouteTable>,
+        local: Routes,
+        forwarder: Option<Arc<dyn TokenProvider>>,
+    ) -> Self {
+        Self {
+            table,
+            local,
+            forwarder,
+        }
     }
 }
 
@@ -51,6 +61,11 @@ impl Service<Request<Body>> for GatewayService {
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let received = Instant::now();
+        if !framing::is_grpc(request.headers()) {
+            // Refused here, before any backend or token work (HTTP 415, INVALID_ARGUMENT).
+            let response = framing::not_grpc(request.headers());
+            return Box::pin(async move { Ok(response) });
+        }
         // Decide before moving the request: only owned data leaves the borrow of its path.
         let decision = match self.table.route(request.uri().path()) {
             Route::Local => Decision::Local(self.local.clone()),
@@ -73,6 +88,7 @@ impl Service<Request<Body>> for GatewayService {
             ))),
         };
         let table = Arc::clone(&self.table);
+        let forwarder = self.forwarder.clone();
         Box::pin(async move {
             let response = match decision {
                 Decision::Local(local) => match local.oneshot(request).await {
@@ -80,7 +96,8 @@ impl Service<Request<Body>> for GatewayService {
                     Err(never) => match never {},
                 },
                 Decision::Backend(index) => {
-                    forward(&table.backends()[index], request, received).await
+                    let backend = &table.backends()[index];
+                    forward(backend, request, forwarder.as_deref(), received).await
                 }
                 Decision::Reject(rejection) => status(rejection),
             };
@@ -100,6 +117,7 @@ enum Decision {
 async fn forward(
     backend: &Backend,
     mut request: Request<Body>,
+    forwarder: Option<&dyn TokenProvider>,
     received: Instant,
 ) -> Response<Body> {
     let Some(channel) = backend.channel.clone() else {
@@ -118,6 +136,7 @@ async fn forward(
         Some(value) => request.headers_mut().insert(FORWARDED_FOR, value),
         None => request.headers_mut().remove(FORWARDED_FOR),
     };
+    vouch(request.headers_mut(), forwarder).await;
     let deadline = match deadline::from_headers(request.headers(), received) {
         Ok(deadline) => deadline,
         Err(raw) => {
@@ -152,6 +171,28 @@ async fn forward(
                 backend.service, backend.name
             )))
         }
+    }
+}
+
+/// Adds the gateway's own token in `x-umcp-forwarder`, so the backend believes the client
+/// address in `x-forwarded-for` (a client-sent forwarder header never passes: the auth layer in
+/// front of this service removed it). Without a token the backend sees the gateway's address.
+async fn vouch(headers: &mut http::HeaderMap, forwarder: Option<&dyn TokenProvider>) {
+    let Some(provider) = forwarder else { return };
+    match provider.token().await {
+        Ok(token) => match http::HeaderValue::from_str(&format!("Bearer {token}")) {
+            Ok(mut value) => {
+                value.set_sensitive(true);
+                headers.insert(FORWARDER, value);
+            }
+            Err(_) => tracing::warn!(
+                "gateway token is not a header value; client address not vouched for"
+            ),
+        },
+        Err(status) => tracing::warn!(
+            code = ?status.code(),
+            "no gateway token; backends see the gateway's address instead of the client's"
+        ),
     }
 }
 

@@ -3,6 +3,7 @@
 //! (forwarded headers, deadlines) or needs a streaming RPC with controlled timing.
 
 mod audit;
+mod hardening;
 mod mesh;
 mod recording;
 mod tokens;

@@ -24,6 +24,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("umcp_descriptor.bin"))
+        // Undecodable requests are the caller's mistake: INVALID_ARGUMENT, not INTERNAL.
+        .codec_path("crate::codec::StrictCodec")
         .compile_protos(&files, &[root])?;
     Ok(())
 }

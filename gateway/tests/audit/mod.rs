@@ -24,16 +24,16 @@ use umcp_proto::graph::v1::graph_service_client::GraphServiceClient;
 use umcp_proto::graph::v1::{GetMetricsRequest, NodeInput, UpsertRequest};
 use umcp_testkit::{Spawned, eventually};
 
-const ADMIN_PW: &str = "audit-admin-password";
+pub(crate) const ADMIN_PW: &str = "audit-admin-password";
 const DEV_PW: &str = "audit developer password";
 
-struct Mesh {
-    dir: tempfile::TempDir,
-    audit: Option<Spawned>,
-    _auth: Spawned,
-    _graph: Spawned,
-    _execution: Spawned,
-    gateway: Spawned,
+pub(crate) struct Mesh {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) audit: Option<Spawned>,
+    pub(crate) auth: Spawned,
+    pub(crate) graph: Spawned,
+    pub(crate) execution: Spawned,
+    pub(crate) gateway: Spawned,
 }
 
 fn audit_client(url: &str, spool: PathBuf, max_bytes: u64) -> AuditClientConfig {
@@ -59,7 +59,7 @@ fn verifier(auth: &Spawned, key_file: &Path) -> AuthClientConfig {
 
 /// The mesh; `audit_up` false leaves the audit URL pointing at a closed port and gives every
 /// producer a spool of `spool_bytes`.
-async fn start(audit_up: bool, spool_bytes: u64) -> Mesh {
+pub(crate) async fn start(audit_up: bool, spool_bytes: u64) -> Mesh {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let key_file = root.join("service-api-key.txt");
@@ -146,9 +146,9 @@ async fn start(audit_up: bool, spool_bytes: u64) -> Mesh {
     Mesh {
         dir,
         audit,
-        _auth: auth,
-        _graph: graph,
-        _execution: execution,
+        auth,
+        graph,
+        execution,
         gateway,
     }
 }
@@ -163,7 +163,7 @@ fn one_node() -> UpsertRequest {
     }
 }
 
-fn call<T>(message: T, token: Option<&str>, correlation: &str) -> Request<T> {
+pub(crate) fn call<T>(message: T, token: Option<&str>, correlation: &str) -> Request<T> {
     let mut request = Request::new(message);
     request
         .metadata_mut()
@@ -176,7 +176,12 @@ fn call<T>(message: T, token: Option<&str>, correlation: &str) -> Request<T> {
     request
 }
 
-async fn login(channel: Channel, user: &str, password: &str, correlation: &str) -> String {
+pub(crate) async fn login(
+    channel: Channel,
+    user: &str,
+    password: &str,
+    correlation: &str,
+) -> String {
     AuthServiceClient::new(channel)
         .login(call(
             pb::LoginRequest {
@@ -194,7 +199,7 @@ async fn login(channel: Channel, user: &str, password: &str, correlation: &str) 
         .access_token
 }
 
-async fn query(channel: Channel, admin: &str, filter: QueryRequest) -> Vec<AuditEvent> {
+pub(crate) async fn query(channel: Channel, admin: &str, filter: QueryRequest) -> Vec<AuditEvent> {
     AuditServiceClient::new(channel)
         .query(call(filter, Some(admin), "audit-reader"))
         .await

@@ -45,7 +45,10 @@ pub struct AuthConfig {
     /// Failed-login throttling (`UMCP_LOGIN_THROTTLE__FREE_FAILURES_PER_USER`, …).
     pub login_throttle: ThrottleConfig,
     /// Take the client address for throttling from the first `x-forwarded-for` entry
-    /// (`UMCP_TRUST_FORWARDED_FOR`, default false). Only enable behind a proxy that sets it.
+    /// (`UMCP_TRUST_FORWARDED_FOR`, default true). The header only reaches this point when a
+    /// `service`-role token vouched for it in `x-umcp-forwarder` (see `umcp_authz::forwarded`:
+    /// the gateway does; a client calling this port directly cannot), so this only turns the
+    /// vouched address off.
     pub trust_forwarded_for: bool,
     /// How often expired revocations and refresh tokens are purged, in seconds
     /// (`UMCP_JANITOR_INTERVAL_SECS`, default 300).
@@ -162,7 +165,7 @@ impl Default for AuthConfig {
             bootstrap_service_key_file: None,
             password: PasswordConfig::default(),
             login_throttle: ThrottleConfig::default(),
-            trust_forwarded_for: false,
+            trust_forwarded_for: true,
             janitor_interval_secs: 300,
             audit: AuditClientConfig {
                 spool_dir: PathBuf::from("./data/audit-spool/auth"),

@@ -13,6 +13,7 @@ use tonic::Status;
 use tonic::metadata::MetadataValue;
 use tower::{Layer, Service};
 
+use crate::forwarded;
 use crate::permissions::{METHODS, Requirement};
 use crate::principal::Principal;
 use crate::verifier::{AuthError, Verifier};
@@ -185,8 +186,15 @@ where
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        let verifier = Arc::clone(&self.verifier);
         let requirement = match gate(request.uri().path()) {
-            Gate::Public | Gate::Unknown => return Box::pin(inner.call(request)),
+            Gate::Public | Gate::Unknown => {
+                return Box::pin(async move {
+                    // Public calls (Login) throttle by client address: settle it here too.
+                    forwarded::settle(&verifier, request.headers_mut()).await;
+                    inner.call(request).await
+                });
+            }
             Gate::Unlisted => {
                 let status = Status::permission_denied(format!(
                     "{} is not in the permission table and is refused",
@@ -196,9 +204,9 @@ where
             }
             Gate::Protected(requirement) => requirement,
         };
-        let verifier = Arc::clone(&self.verifier);
         let observer = self.observer.clone();
         Box::pin(async move {
+            forwarded::settle(&verifier, request.headers_mut()).await;
             let header = request
                 .headers()
                 .get(http::header::AUTHORIZATION)

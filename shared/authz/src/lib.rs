@@ -4,6 +4,7 @@
 //! it all on every request ([`layer`]).
 
 pub mod claims;
+pub mod forwarded;
 pub mod jws;
 pub mod keys;
 pub mod layer;

@@ -3,6 +3,8 @@
 
 #![allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
 
+pub mod codec;
+
 /// Encoded `FileDescriptorSet` of every umcp proto file (and the well-known types they import).
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("umcp_descriptor");
 

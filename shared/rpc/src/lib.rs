@@ -5,6 +5,7 @@
 
 pub mod correlation;
 pub mod deadline;
+pub mod framing;
 pub mod process;
 mod serve;
 pub mod status;

@@ -11,6 +11,7 @@ use tonic::transport::server::TcpIncoming;
 use umcp_authz::AuthLayer;
 
 use crate::correlation::CorrelationLayer;
+use crate::framing::FramingLayer;
 
 /// Largest request or response message any umcp service decodes or encodes (4 MiB). Services
 /// with smaller documented limits check them in their own validation.
@@ -129,6 +130,8 @@ where
     tracing::info!(component, auth = true, "serving");
     server_builder()
         .layer(CorrelationLayer::new(component))
+        // Malformed calls (not gRPC, no or two messages, cut short) get a precise status.
+        .layer(FramingLayer)
         .layer(auth)
         .serve_with_incoming_shutdown(service, incoming, shutdown)
         .await?;
@@ -150,6 +153,8 @@ async fn serve_inner(
     server_builder()
         // Outermost, so even a rejected call has a correlation id on its logs and response.
         .layer(CorrelationLayer::new(component))
+        // Malformed calls (not gRPC, no or two messages, cut short) get a precise status.
+        .layer(FramingLayer)
         // Then the permission table: nothing below runs for a caller who may not call it.
         .layer(tower::util::option_layer(auth))
         .add_routes(routes)
