@@ -327,12 +327,7 @@ impl AuthService for AuthGrpc {
 
     async fn get_jwks(&self, _request: Request<pb::GetJwksRequest>) -> Rpc<pb::GetJwksResponse> {
         let keys = self.core.keyring.current_jwks();
-        let jwks_json = serde_json::json!({
-            "keys": keys.iter().map(|k| serde_json::json!({
-                "kty": k.kty, "crv": k.crv, "kid": k.kid, "x": k.x, "alg": k.alg, "use": k.r#use,
-            })).collect::<Vec<_>>()
-        })
-        .to_string();
+        let jwks_json = umcp_authz::keys::jwks_json(&keys);
         Ok(Response::new(pb::GetJwksResponse { keys, jwks_json }))
     }
 

@@ -103,8 +103,13 @@ async fn claims(c: &mut Client, token: &str) -> Claims {
         .iter()
         .find(|k| k.kid == parsed.header.kid)
         .expect("kid published");
+    let validation = jws::validation(
+        umcp_authz::claims::DEFAULT_ISSUER,
+        umcp_authz::claims::DEFAULT_AUDIENCE,
+        0,
+    );
     parsed
-        .verify(&jws::decode_public_key(&jwk.x).unwrap())
+        .verify(&jws::decode_public_key(&jwk.x).unwrap(), &validation)
         .unwrap()
 }
 

@@ -4,7 +4,7 @@ use tonic::{Code, Status};
 
 /// Everything a request can fail with. Messages of client errors say what was wrong and what
 /// is allowed; internal errors are logged in full and answered with a generic message.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ExecError {
     #[error("{0}")]
     InvalidArgument(String),

@@ -1,15 +1,13 @@
 //! Idempotency keys: a repeat of a request with the same key by the same user within the TTL
 //! returns the stored result instead of running again. Concurrent repeats wait for the first
-//! run rather than starting a second one. Failed runs (errors, not results) are not stored.
-//! Memory is bounded twice: by the number of keys and by the total size of stored results
-//! (outputs can be megabytes); the oldest keys go first.
+//! run rather than starting a second one (moka's `try_get_with` loads once per key). Failed runs
+//! (errors, not results) are not stored. Memory is bounded twice: by the total size of stored
+//! results (outputs can be megabytes) and by the number of keys — each entry weighs at least
+//! `max_bytes / max_entries`, so no more than `max_entries` fit; moka evicts by TinyLFU.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-use tokio::sync::OnceCell;
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::error::ExecError;
 
@@ -19,45 +17,21 @@ pub trait Weigh {
 }
 
 #[derive(Debug)]
-struct Entry<T> {
+struct Stored<T> {
+    /// Identifies the request that produced the value: the same key with another request is
+    /// refused.
     fingerprint: [u8; 32],
-    created: Instant,
-    cell: Arc<OnceCell<T>>,
-    /// Set once the value is stored.
-    weight: usize,
+    value: T,
 }
 
 /// Results by `(user, key)`.
-#[derive(Debug)]
 pub struct IdempotencyStore<T> {
-    ttl: Duration,
-    max_entries: usize,
-    max_bytes: usize,
-    state: Mutex<State<T>>,
+    cache: moka::future::Cache<(String, String), Arc<Stored<T>>>,
 }
 
-#[derive(Debug)]
-struct State<T> {
-    entries: HashMap<(String, String), Entry<T>>,
-    bytes: usize,
-}
-
-impl<T> State<T> {
-    fn remove(&mut self, id: &(String, String)) {
-        if let Some(e) = self.entries.remove(id) {
-            self.bytes -= e.weight;
-        }
-    }
-
-    fn evict_oldest(&mut self) {
-        let oldest = self
-            .entries
-            .iter()
-            .min_by_key(|(_, e)| e.created)
-            .map(|(k, _)| k.clone());
-        if let Some(id) = oldest {
-            self.remove(&id);
-        }
+impl<T> std::fmt::Debug for IdempotencyStore<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdempotencyStore").finish_non_exhaustive()
     }
 }
 
@@ -78,15 +52,15 @@ pub fn validate_key(key: &str) -> Result<(), ExecError> {
 
 impl<T: Clone + Send + Sync + Weigh + 'static> IdempotencyStore<T> {
     pub fn new(ttl: Duration, max_entries: usize, max_bytes: usize) -> Self {
-        Self {
-            ttl,
-            max_entries: max_entries.max(1),
-            max_bytes,
-            state: Mutex::new(State {
-                entries: HashMap::new(),
-                bytes: 0,
-            }),
-        }
+        let floor = (max_bytes / max_entries.max(1)).max(1);
+        let cache = moka::future::Cache::builder()
+            .time_to_live(ttl)
+            .max_capacity(u64::try_from(max_bytes).unwrap_or(u64::MAX))
+            .weigher(move |_key, stored: &Arc<Stored<T>>| {
+                u32::try_from(stored.value.weight().max(floor)).unwrap_or(u32::MAX)
+            })
+            .build();
+        Self { cache }
     }
 
     /// Runs `run` once per `(user, key)`; returns the result and whether it was replayed.
@@ -102,69 +76,23 @@ impl<T: Clone + Send + Sync + Weigh + 'static> IdempotencyStore<T> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, ExecError>>,
     {
-        let id = (user.to_owned(), key.to_owned());
-        let cell = {
-            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            let now = Instant::now();
-            if state.entries.len() >= self.max_entries {
-                let expired: Vec<_> = state
-                    .entries
-                    .iter()
-                    .filter(|(_, e)| now.duration_since(e.created) >= self.ttl)
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                for k in expired {
-                    state.remove(&k);
-                }
-            }
-            if state.entries.len() >= self.max_entries {
-                // Still full of live keys: forget the oldest.
-                state.evict_oldest();
-            }
-            let expired = state
-                .entries
-                .get(&id)
-                .is_some_and(|e| now.duration_since(e.created) >= self.ttl);
-            if expired {
-                state.remove(&id);
-            }
-            let entry = state.entries.entry(id.clone()).or_insert_with(|| Entry {
-                fingerprint,
-                created: now,
-                cell: Arc::new(OnceCell::new()),
-                weight: 0,
-            });
-            if entry.fingerprint != fingerprint {
-                return Err(ExecError::FailedPrecondition(
-                    "idempotency_key was already used for a different request by this user".into(),
-                ));
-            }
-            Arc::clone(&entry.cell)
-        };
         let mut ran = false;
-        let value = cell
-            .get_or_try_init(|| {
-                ran = true;
-                run()
-            })
-            .await?
-            .clone();
-        if ran {
-            let weight = value.weight();
-            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            let is_ours = state
-                .entries
-                .get(&id)
-                .is_some_and(|e| Arc::ptr_eq(&e.cell, &cell));
-            if let (true, Some(entry)) = (is_ours, state.entries.get_mut(&id)) {
-                entry.weight = weight;
-                state.bytes += weight;
-            }
-            while state.bytes > self.max_bytes && !state.entries.is_empty() {
-                state.evict_oldest();
-            }
+        let load = async {
+            ran = true;
+            let value = run().await?;
+            Ok::<_, ExecError>(Arc::new(Stored { fingerprint, value }))
+        };
+        let stored = self
+            .cache
+            .try_get_with((user.to_owned(), key.to_owned()), load)
+            .await
+            .map_err(|shared| Arc::try_unwrap(shared).unwrap_or_else(|e| (*e).clone()))?;
+        if stored.fingerprint != fingerprint {
+            return Err(ExecError::FailedPrecondition(
+                "idempotency_key was already used for a different request by this user".into(),
+            ));
         }
-        Ok((value, !ran))
+        Ok((stored.value.clone(), !ran))
     }
 }
 
@@ -189,13 +117,18 @@ mod tests {
             .run_once("u", "b", [1; 32], || async { Ok(60) })
             .await
             .unwrap();
-        // "a" was evicted to make room: it runs again.
-        let (_, replayed) = store
+        store.cache.run_pending_tasks().await;
+        assert!(store.cache.weighted_size() <= 100);
+        // One of the two had to go: both cannot replay.
+        let (_, a) = store
             .run_once("u", "a", [1; 32], || async { Ok(60) })
             .await
             .unwrap();
-        assert!(!replayed);
-        assert!(store.state.lock().unwrap().bytes <= 100);
+        let (_, b) = store
+            .run_once("u", "b", [1; 32], || async { Ok(60) })
+            .await
+            .unwrap();
+        assert!(!(a && b));
     }
 
     #[tokio::test]

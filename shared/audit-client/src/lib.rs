@@ -21,7 +21,6 @@
 //!
 //! [`ServiceCredentials`]: umcp_authz::remote::ServiceCredentials
 
-mod backoff;
 pub mod emit;
 pub mod layer;
 mod observer;

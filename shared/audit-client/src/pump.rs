@@ -20,11 +20,11 @@ use tonic::{Code, Status};
 use umcp_proto::audit::v1::audit_service_client::AuditServiceClient;
 use umcp_proto::audit::v1::{AuditEvent, RecordRequest};
 
-use crate::backoff::Backoff;
 use crate::spool::{AppendError, Spool};
 use crate::{
     Ack, AuditClientConfig, AuditClientError, Counters, Item, MAX_BATCH_BYTES, TokenProvider,
 };
+use umcp_resilience::retry::{Attempts, Backoff};
 
 /// Events and who waits for them.
 #[derive(Debug, Default)]
@@ -60,7 +60,7 @@ pub(crate) struct Pump {
     rx: mpsc::UnboundedReceiver<Item>,
     /// Events from `record` that did not fit into a full spool, oldest first.
     overflow: VecDeque<AuditEvent>,
-    backoff: Backoff,
+    backoff: Attempts,
     next_retry: Instant,
     closing: bool,
 }
@@ -74,10 +74,10 @@ impl Pump {
         counters: Arc<Counters>,
         rx: mpsc::UnboundedReceiver<Item>,
     ) -> Self {
-        let backoff = Backoff::new(
-            Duration::from_millis(config.retry_base_ms),
-            Duration::from_millis(config.retry_max_ms),
-        );
+        let backoff = Attempts::new(Backoff {
+            base: Duration::from_millis(config.retry_base_ms),
+            cap: Duration::from_millis(config.retry_max_ms),
+        });
         Self {
             spool_empty: spool.is_empty(),
             config,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::VerifyingKey;
+use jsonwebtoken::DecodingKey;
 use parking_lot::RwLock;
 use umcp_proto::auth::v1::Jwk;
 
@@ -37,7 +38,7 @@ pub enum KeyError {
     Unavailable,
 }
 
-type KeyMap = HashMap<String, VerifyingKey>;
+type KeyMap = HashMap<String, DecodingKey>;
 
 /// Unknown-kid fetches allowed in a burst; one more is earned every `min_refetch`.
 const UNKNOWN_KID_BURST: f64 = 3.0;
@@ -97,14 +98,14 @@ impl JwksCache {
     ///
     /// # Errors
     /// See [`KeyError`].
-    pub async fn key(&self, kid: &str) -> Result<VerifyingKey, KeyError> {
+    pub async fn key(&self, kid: &str) -> Result<DecodingKey, KeyError> {
         if let Some(key) = self.keys.read().get(kid) {
-            return Ok(*key);
+            return Ok(key.clone());
         }
         self.refetch(false).await;
         let keys = self.keys.read();
         match keys.get(kid) {
-            Some(key) => Ok(*key),
+            Some(key) => Ok(key.clone()),
             None if keys.is_empty() => Err(KeyError::Unavailable),
             None => Err(KeyError::Unknown(kid.to_owned())),
         }
@@ -204,48 +205,68 @@ impl KeySource for FileKeySource {
     }
 }
 
-/// Parses a JWKS JSON document (`{"keys": [...]}`) into JWKs.
+/// Parses a JWKS JSON document (RFC 7517 `{"keys": [...]}`, through `jsonwebtoken::jwk`)
+/// into JWKs. Keys of other types than Ed25519 octet key pairs are left out (no verifier here
+/// could use them).
 ///
 /// # Errors
 /// When the text is not a JWKS document.
 pub fn parse_jwks_json(text: &str) -> Result<Vec<Jwk>, KeySourceError> {
-    let doc: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| KeySourceError(format!("jwks is not json: {e}")))?;
-    let keys = doc
-        .get("keys")
-        .and_then(serde_json::Value::as_array)
-        .ok_or_else(|| KeySourceError("jwks has no `keys` array".into()))?;
-    let field = |k: &serde_json::Value, name: &str| {
-        k.get(name)
-            .and_then(serde_json::Value::as_str)
-            .unwrap_or_default()
-            .to_owned()
-    };
-    Ok(keys
+    use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, PublicKeyUse};
+    let set: JwkSet = serde_json::from_str(text)
+        .map_err(|e| KeySourceError(format!("jwks is not a JWKS: {e}")))?;
+    Ok(set
+        .keys
         .iter()
-        .map(|k| Jwk {
-            kty: field(k, "kty"),
-            crv: field(k, "crv"),
-            kid: field(k, "kid"),
-            x: field(k, "x"),
-            alg: field(k, "alg"),
-            r#use: field(k, "use"),
+        .filter_map(|k| match &k.algorithm {
+            AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
+                Some(Jwk {
+                    kty: "OKP".into(),
+                    crv: "Ed25519".into(),
+                    kid: k.common.key_id.clone().unwrap_or_default(),
+                    x: p.x.clone(),
+                    alg: k
+                        .common
+                        .key_algorithm
+                        .map(|a| format!("{a:?}"))
+                        .unwrap_or_default(),
+                    r#use: match &k.common.public_key_use {
+                        Some(PublicKeyUse::Signature) => "sig".into(),
+                        Some(PublicKeyUse::Encryption) => "enc".into(),
+                        Some(PublicKeyUse::Other(other)) => other.clone(),
+                        None => String::new(),
+                    },
+                })
+            }
+            _ => None,
         })
         .collect())
 }
 
-/// Renders JWKs as a JWKS JSON document.
+/// Renders JWKs as a JWKS JSON document (`jsonwebtoken::jwk::JwkSet`), the `GetJwks` format.
 #[must_use]
 pub fn jwks_json(keys: &[Jwk]) -> String {
-    let keys: Vec<serde_json::Value> = keys
+    use jsonwebtoken::jwk::{
+        AlgorithmParameters, CommonParameters, EllipticCurve, JwkSet, KeyAlgorithm,
+        OctetKeyPairParameters, OctetKeyPairType, PublicKeyUse,
+    };
+    let keys = keys
         .iter()
-        .map(|k| {
-            serde_json::json!({
-                "kty": k.kty, "crv": k.crv, "kid": k.kid, "x": k.x, "alg": k.alg, "use": k.r#use,
-            })
+        .map(|k| jsonwebtoken::jwk::Jwk {
+            common: CommonParameters {
+                public_key_use: (k.r#use == "sig").then_some(PublicKeyUse::Signature),
+                key_algorithm: (k.alg == ALGORITHM).then_some(KeyAlgorithm::EdDSA),
+                key_id: Some(k.kid.clone()),
+                ..CommonParameters::default()
+            },
+            algorithm: AlgorithmParameters::OctetKeyPair(OctetKeyPairParameters {
+                key_type: OctetKeyPairType::OctetKeyPair,
+                curve: EllipticCurve::Ed25519,
+                x: k.x.clone(),
+            }),
         })
         .collect();
-    serde_json::json!({ "keys": keys }).to_string()
+    serde_json::to_string(&JwkSet { keys }).expect("a JWKS serialises")
 }
 
 /// A fixed key set (the auth service's own ring, tests).
@@ -304,7 +325,10 @@ mod tests {
             "single flight + rate limit"
         );
         assert!(results.iter().step_by(2).all(Result::is_ok));
-        assert_eq!(results[1], Err(KeyError::Unknown("forged".into())));
+        assert_eq!(
+            results[1].as_ref().err(),
+            Some(&KeyError::Unknown("forged".into()))
+        );
     }
 
     #[test]
@@ -337,6 +361,6 @@ mod tests {
             }),
             Duration::ZERO,
         );
-        assert_eq!(down.key("x").await, Err(KeyError::Unavailable));
+        assert_eq!(down.key("x").await.err(), Some(KeyError::Unavailable));
     }
 }

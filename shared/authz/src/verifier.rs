@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::claims::{Claims, DEFAULT_AUDIENCE, DEFAULT_ISSUER};
-use crate::jws::{self, JwsError};
+use crate::jws::{self, ClaimError, JwsError};
 use crate::keys::{JwksCache, KeyError, KeySource};
 use crate::principal::Principal;
 use crate::revocations::RevocationSet;
@@ -91,6 +91,8 @@ pub struct Verifier {
     keys: JwksCache,
     revocations: Arc<RevocationSet>,
     cache: moka::sync::Cache<Arc<str>, Verified>,
+    /// The one `jsonwebtoken` validation (see [`jws::validation`]).
+    validation: jsonwebtoken::Validation,
 }
 
 impl Verifier {
@@ -107,11 +109,13 @@ impl Verifier {
             // Entries are checked against `exp` on every hit; this only bounds memory.
             .time_to_live(Duration::from_secs(3600))
             .build();
+        let validation = jws::validation(&config.issuer, &config.audience, config.leeway.as_secs());
         Self {
             config,
             keys,
             revocations,
             cache,
+            validation,
         }
     }
 
@@ -164,14 +168,16 @@ impl Verifier {
                 KeyError::Unknown(kid) => AuthError::UnknownKey(kid),
                 KeyError::Unavailable => AuthError::KeysUnavailable,
             })?;
-        let claims: Claims = unverified.verify(&key)?;
-        if claims.iss != self.config.issuer {
-            return Err(AuthError::Issuer);
-        }
-        if claims.aud != self.config.audience {
-            return Err(AuthError::Audience);
-        }
-        self.check_times(&claims, now)?;
+        // Signature, algorithm, `iss`, `aud`, `exp`, `nbf` and the required claims, in one.
+        let claims: Claims = unverified
+            .verify(&key, &self.validation)
+            .map_err(|e| match e {
+                JwsError::Claim(ClaimError::Issuer) => AuthError::Issuer,
+                JwsError::Claim(ClaimError::Audience) => AuthError::Audience,
+                JwsError::Claim(ClaimError::Expired) => AuthError::Expired,
+                JwsError::Claim(ClaimError::NotYetValid) => AuthError::NotYetValid,
+                other => AuthError::Token(other),
+            })?;
         if let Some(reason) = self.revocations.check(&claims) {
             return Err(AuthError::Revoked(reason));
         }

@@ -40,6 +40,39 @@ impl Backoff {
     }
 }
 
+/// The running delays of a loop that retries until it succeeds (a spool replaying to a
+/// service that is down): each [`Attempts::next_delay`] draws from a ceiling one step higher,
+/// [`Attempts::reset`] starts over after a success.
+#[derive(Debug, Clone)]
+pub struct Attempts {
+    backoff: Backoff,
+    retry: u32,
+    rng: fastrand::Rng,
+}
+
+impl Attempts {
+    /// A fresh sequence over `backoff`.
+    #[must_use]
+    pub fn new(backoff: Backoff) -> Self {
+        Self {
+            backoff,
+            retry: 0,
+            rng: fastrand::Rng::new(),
+        }
+    }
+
+    /// The next wait, growing the ceiling.
+    pub fn next_delay(&mut self) -> Duration {
+        self.retry = self.retry.saturating_add(1);
+        self.backoff.delay(self.retry, &mut self.rng)
+    }
+
+    /// After a success.
+    pub fn reset(&mut self) {
+        self.retry = 0;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,5 +91,19 @@ mod tests {
         // Full jitter uses the whole interval, not just its top.
         assert!(delays.iter().any(|d| *d < Duration::from_millis(20)));
         assert!(delays.iter().any(|d| *d > Duration::from_millis(180)));
+    }
+
+    #[test]
+    fn attempts_grow_then_reset() {
+        let mut a = Attempts::new(Backoff {
+            base: Duration::from_millis(100),
+            cap: Duration::from_secs(1),
+        });
+        for n in 0..10u32 {
+            let ceiling = Duration::from_millis(100 * 2u64.pow(n)).min(Duration::from_secs(1));
+            assert!(a.next_delay() <= ceiling);
+        }
+        a.reset();
+        assert!(a.next_delay() <= Duration::from_millis(100));
     }
 }

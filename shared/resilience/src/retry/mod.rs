@@ -28,7 +28,7 @@ mod policy;
 mod replay;
 mod service;
 
-pub use backoff::Backoff;
+pub use backoff::{Attempts, Backoff};
 pub use call::{Attempt, Retrier};
 pub use layer::RetryLayer;
 pub use policy::{BudgetConfig, Idempotency, Idempotent, RetryConfig, RetryStats, is_retryable};
