@@ -3,7 +3,9 @@
 //! `chunks:<n>:<ms>`), so tests can observe forwarding, deadlines and streaming timing.
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use tokio_stream::Stream;
@@ -53,13 +55,12 @@ impl Recorder {
     }
 
     pub(crate) fn seen_count(&self) -> usize {
-        self.seen.lock().unwrap().len()
+        self.seen.lock().len()
     }
 
     pub(crate) fn last(&self) -> Seen {
         self.seen
             .lock()
-            .unwrap()
             .last()
             .cloned()
             .expect("the backend saw a call")
@@ -79,7 +80,7 @@ impl Backend {
             correlation_id: text("x-correlation-id"),
             timeout: text("grpc-timeout").and_then(|t| umcp_rpc::deadline::parse(&t)),
         };
-        self.seen.lock().unwrap().push(seen);
+        self.seen.lock().push(seen);
     }
 }
 

@@ -10,7 +10,9 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -336,9 +338,7 @@ impl Pump {
     ) -> Option<R> {
         let spool = Arc::clone(&self.spool);
         let (result, empty, bytes) = tokio::task::spawn_blocking(move || {
-            let mut spool = spool
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut spool = spool.lock();
             let result = f(&mut spool);
             (result, spool.is_empty(), spool.pending_bytes())
         })

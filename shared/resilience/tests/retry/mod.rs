@@ -165,7 +165,7 @@ type Seen = Arc<Log>;
 
 /// What the backend received: (body, grpc-previous-rpc-attempts) per attempt.
 #[derive(Default)]
-struct Log(std::sync::Mutex<Vec<(Vec<u8>, Option<String>)>>);
+struct Log(parking_lot::Mutex<Vec<(Vec<u8>, Option<String>)>>);
 
 /// A transport answering each attempt with `answers[i]` (the last repeats): a grpc-status
 /// code for a trailers-only reply, `None` for a normal 200 with headers.
@@ -183,7 +183,7 @@ fn transport(
                 .map(|v| v.to_str().unwrap().to_owned());
             let body = req.into_body().collect().await?.to_bytes().to_vec();
             let n = {
-                let mut log = seen.0.lock().unwrap();
+                let mut log = seen.0.lock();
                 log.push((body, previous));
                 log.len()
             };
@@ -235,7 +235,7 @@ async fn the_layer_replays_buffered_bodies_of_marked_requests() {
     )
     .await;
     assert_eq!(code, Some(Code::Ok));
-    let log = seen.0.lock().unwrap();
+    let log = seen.0.lock();
     assert_eq!(log.len(), 3);
     assert!(
         log.iter().all(|(body, _)| body == b"message"),
@@ -250,7 +250,7 @@ async fn the_layer_never_retries_after_headers_or_unmarked_or_oversized() {
     let layer = RetryLayer::new(retrier(Some(BudgetConfig::default())));
     // Headers arrived (status will come in trailers): committed.
     let (seen, code) = send(&layer, vec![None], grpc_request(b"m", true)).await;
-    assert_eq!((seen.0.lock().unwrap().len(), code), (1, None));
+    assert_eq!((seen.0.lock().len(), code), (1, None));
     // Not marked idempotent.
     let (seen, code) = send(
         &layer,
@@ -259,7 +259,7 @@ async fn the_layer_never_retries_after_headers_or_unmarked_or_oversized() {
     )
     .await;
     assert_eq!(
-        (seen.0.lock().unwrap().len(), code),
+        (seen.0.lock().len(), code),
         (1, Some(Code::Unavailable))
     );
     // Caller mistakes are answers, not outages.
@@ -269,7 +269,7 @@ async fn the_layer_never_retries_after_headers_or_unmarked_or_oversized() {
         grpc_request(b"m", true),
     )
     .await;
-    assert_eq!(seen.0.lock().unwrap().len(), 1);
+    assert_eq!(seen.0.lock().len(), 1);
     // Too large to buffer: sent once, intact.
     let small = RetryLayer::new(retrier(None)).max_replay_bytes(4);
     let (seen, _) = send(
@@ -279,7 +279,7 @@ async fn the_layer_never_retries_after_headers_or_unmarked_or_oversized() {
     )
     .await;
     assert_eq!(
-        seen.0.lock().unwrap().as_slice(),
+        seen.0.lock().as_slice(),
         [(b"0123456789".to_vec(), None)]
     );
     // Listed methods need no marker.
@@ -291,5 +291,5 @@ async fn the_layer_never_retries_after_headers_or_unmarked_or_oversized() {
         grpc_request(b"m", false),
     )
     .await;
-    assert_eq!(seen.0.lock().unwrap().len(), 3);
+    assert_eq!(seen.0.lock().len(), 3);
 }
