@@ -301,11 +301,10 @@ impl pb::execution_service_server::ExecutionService for GrpcExecution {
             crate::service::sha256_hex(r.template.as_bytes()),
             crate::service::sha256_hex(r.context_json.as_bytes()),
         );
-        let output = tokio::task::spawn_blocking(move || {
-            crate::template::render(&r.template, &r.context_json)
-        })
-        .await
-        .map_err(|e| ExecError::Internal(format!("template task: {e}")))??;
+        let output = self
+            .service
+            .generate(&user, &r.template, &r.context_json)
+            .await?;
         let id = crate::service::new_id();
         self.service.report(
             &user,
