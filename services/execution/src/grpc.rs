@@ -288,6 +288,7 @@ impl pb::execution_service_server::ExecutionService for GrpcExecution {
             wall_time: Some(duration_pb(report.wall_time)),
             stdout: report.stdout,
             stderr: report.stderr,
+            report_problem: report.report_problem,
         }))
     }
 

@@ -179,6 +179,8 @@ pub struct TestReport {
     pub wall_time: Duration,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
+    /// Why the JUnit report could not be read (empty when it was).
+    pub report_problem: String,
 }
 
 #[derive(Debug, Clone)]

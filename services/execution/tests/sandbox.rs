@@ -7,6 +7,8 @@
 mod escapes;
 #[path = "sandbox/lifecycle.rs"]
 mod lifecycle;
+#[path = "sandbox/reports.rs"]
+mod reports;
 #[path = "sandbox/rpcs.rs"]
 mod rpcs;
 #[path = "sandbox/templates.rs"]

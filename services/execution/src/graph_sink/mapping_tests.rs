@@ -83,6 +83,7 @@ fn tests_activity() -> Activity {
             wall_time: Duration::from_millis(900),
             stdout: b"collected 2 items".to_vec(),
             stderr: Vec::new(),
+            report_problem: String::new(),
         },
     }
 }
