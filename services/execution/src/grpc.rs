@@ -233,6 +233,7 @@ impl pb::execution_service_server::ExecutionService for GrpcExecution {
             code_sha256: report.code_sha256,
             diagnostics: report.diagnostics.into_iter().map(diagnostic_pb).collect(),
             linters_run: report.linters_run,
+            diagnostics_truncated: report.diagnostics_truncated,
             python: report.python.map(|p| pb::PythonSummary {
                 functions: p.functions,
                 classes: p.classes,

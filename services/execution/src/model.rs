@@ -136,6 +136,8 @@ pub struct LintReport {
     pub diagnostics: Vec<Diagnostic>,
     pub linters_run: Vec<String>,
     pub python: Option<PythonSummary>,
+    /// Diagnostics were dropped or shortened by the caps.
+    pub diagnostics_truncated: bool,
 }
 
 #[derive(Debug, Clone)]

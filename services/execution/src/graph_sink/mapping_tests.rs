@@ -57,6 +57,7 @@ fn lint() -> Activity {
             ],
             linters_run: vec!["ruff 0.6".into()],
             python: None,
+            diagnostics_truncated: false,
         },
     }
 }
