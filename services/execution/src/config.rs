@@ -150,6 +150,17 @@ pub struct ExecutionConfig {
     /// Results waiting to be persisted at most (`UMCP_GRAPH_QUEUE`); when full during a graph
     /// outage the oldest are dropped (and counted).
     pub graph_queue: usize,
+    /// GenerateCode's renderer (`UMCP_RENDERER`): the umcp-execution binary, run with
+    /// `--render-template` in the sandbox. Empty: this executable.
+    pub renderer: PathBuf,
+    /// Memory (cgroup) of one render.
+    pub render_memory_bytes: u64,
+    /// CPU time of one render (over it: RESOURCE_EXHAUSTED).
+    pub render_cpu_time_ms: u64,
+    /// Wall time of one render (over it: DEADLINE_EXCEEDED).
+    pub render_wall_time_ms: u64,
+    /// Largest rendered output (over it: RESOURCE_EXHAUSTED).
+    pub render_output_bytes: u64,
 }
 
 impl Default for ExecutionConfig {
@@ -181,6 +192,11 @@ impl Default for ExecutionConfig {
             idempotency_max_bytes: 256 << 20,
             graph_url: "http://127.0.0.1:50053".into(),
             graph_queue: 1024,
+            renderer: PathBuf::new(),
+            render_memory_bytes: 128 << 20,
+            render_cpu_time_ms: 2_000,
+            render_wall_time_ms: 5_000,
+            render_output_bytes: 1 << 20,
         }
     }
 }
@@ -227,6 +243,19 @@ impl ExecutionConfig {
         self.default_limits
             .check_within(&self.max_limits)
             .map_err(|e| format!("default_limits: {e} (the configured maximum)"))?;
+        for (name, value, max) in [
+            ("render_memory_bytes", self.render_memory_bytes, 1u64 << 34),
+            ("render_cpu_time_ms", self.render_cpu_time_ms, 600_000),
+            ("render_wall_time_ms", self.render_wall_time_ms, 600_000),
+            ("render_output_bytes", self.render_output_bytes, 64 << 20),
+        ] {
+            if !(1..=max).contains(&value) {
+                return Err(format!("{name} = {value} must be between 1 and {max}"));
+            }
+        }
+        if self.render_memory_bytes < 16 << 20 {
+            return Err("render_memory_bytes must be at least 16777216 (16 MiB)".into());
+        }
         for (name, path) in [
             ("python", &self.python),
             ("node", &self.node),

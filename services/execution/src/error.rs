@@ -13,6 +13,8 @@ pub enum ExecError {
     #[error("{0}")]
     FailedPrecondition(String),
     #[error("{0}")]
+    DeadlineExceeded(String),
+    #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
     Unauthenticated(String),
@@ -34,6 +36,7 @@ impl From<ExecError> for Status {
             ExecError::InvalidArgument(m) => Status::new(Code::InvalidArgument, m),
             ExecError::ResourceExhausted(m) => Status::new(Code::ResourceExhausted, m),
             ExecError::FailedPrecondition(m) => Status::new(Code::FailedPrecondition, m),
+            ExecError::DeadlineExceeded(m) => Status::new(Code::DeadlineExceeded, m),
             ExecError::Unavailable(m) => Status::new(Code::Unavailable, m),
             ExecError::Unauthenticated(m) => Status::new(Code::Unauthenticated, m),
             ExecError::Cancelled => Status::new(Code::Cancelled, "the request was cancelled"),

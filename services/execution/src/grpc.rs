@@ -233,6 +233,7 @@ impl pb::execution_service_server::ExecutionService for GrpcExecution {
             code_sha256: report.code_sha256,
             diagnostics: report.diagnostics.into_iter().map(diagnostic_pb).collect(),
             linters_run: report.linters_run,
+            diagnostics_truncated: report.diagnostics_truncated,
             python: report.python.map(|p| pb::PythonSummary {
                 functions: p.functions,
                 classes: p.classes,
@@ -288,6 +289,7 @@ impl pb::execution_service_server::ExecutionService for GrpcExecution {
             wall_time: Some(duration_pb(report.wall_time)),
             stdout: report.stdout,
             stderr: report.stderr,
+            report_problem: report.report_problem,
         }))
     }
 
@@ -301,11 +303,10 @@ impl pb::execution_service_server::ExecutionService for GrpcExecution {
             crate::service::sha256_hex(r.template.as_bytes()),
             crate::service::sha256_hex(r.context_json.as_bytes()),
         );
-        let output = tokio::task::spawn_blocking(move || {
-            crate::template::render(&r.template, &r.context_json)
-        })
-        .await
-        .map_err(|e| ExecError::Internal(format!("template task: {e}")))??;
+        let output = self
+            .service
+            .generate(&user, &r.template, &r.context_json)
+            .await?;
         let id = crate::service::new_id();
         self.service.report(
             &user,

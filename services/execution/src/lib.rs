@@ -7,6 +7,7 @@
 pub mod admission;
 pub mod config;
 pub mod error;
+pub mod generate;
 pub mod graph_sink;
 pub mod grpc;
 pub mod idempotency;
@@ -14,6 +15,7 @@ pub mod identity;
 mod lint;
 pub mod model;
 mod pytest;
+pub mod render;
 pub mod runtime;
 pub mod sandbox;
 pub mod service;

@@ -16,7 +16,7 @@ use crate::sink::Activity;
 
 const PY_SUMMARY: &str = include_str!("scripts/py_summary.py");
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct SummaryOut {
     #[serde(default)]
     syntax_error: Option<SyntaxErr>,
@@ -83,7 +83,12 @@ impl ExecutionService {
                     "the linter stopped with {other:?}; the code is too large or too complex to analyse"
                 ))),
             },
-            Err(e) => Err(ExecError::Internal(format!("lint sandbox: {e}"))),
+            Err(e) => {
+                tracing::error!(error = %e, "lint sandbox failed");
+                Err(ExecError::Unavailable(
+                    "the sandbox could not be set up; the code was not linted".into(),
+                ))
+            }
         }
     }
 
@@ -101,6 +106,7 @@ impl ExecutionService {
             diagnostics: Vec::new(),
             linters_run: Vec::new(),
             python: None,
+            diagnostics_truncated: false,
         };
         let version = |l: Language| {
             self.runtimes
@@ -124,12 +130,13 @@ impl ExecutionService {
                     runtime::tool_limits(),
                 );
                 let out = self.lint_run(user, spec).await?;
-                let parsed: SummaryOut = serde_json::from_slice(&out.stdout).map_err(|e| {
-                    ExecError::Internal(format!(
-                        "python summary output: {e}; stderr: {}",
-                        String::from_utf8_lossy(&out.stderr)
-                    ))
-                })?;
+                let (parsed, readable) = match serde_json::from_slice(&out.stdout) {
+                    Ok(p) => (p, true),
+                    Err(e) => {
+                        report.diagnostics.push(unreadable("python-ast", &e));
+                        (SummaryOut::default(), false)
+                    }
+                };
                 report
                     .linters_run
                     .push(format!("python-ast ({})", version(language)));
@@ -160,6 +167,9 @@ impl ExecutionService {
                         })
                     }
                 }
+                if !readable {
+                    report.python = None;
+                }
                 if let Some(ruff) = self.runtimes.ruff.clone() {
                     let mut spec = runtime::spec(
                         RUFF_INSIDE,
@@ -182,7 +192,10 @@ impl ExecutionService {
                     });
                     spec.stdin = code.as_bytes().to_vec();
                     let out = self.lint_run(user, spec).await?;
-                    report.diagnostics.extend(parse_ruff(&out.stdout)?);
+                    match parse_ruff(&out.stdout) {
+                        Ok(d) => report.diagnostics.extend(d),
+                        Err(e) => report.diagnostics.push(unreadable("ruff", &e)),
+                    }
                     report.linters_run.push(ruff.version);
                 }
             }
@@ -230,11 +243,15 @@ impl ExecutionService {
                     });
                     spec.stdin = code.as_bytes().to_vec();
                     let out = self.lint_run(user, spec).await?;
-                    report.diagnostics.extend(parse_shellcheck(&out.stdout)?);
+                    match parse_shellcheck(&out.stdout) {
+                        Ok(d) => report.diagnostics.extend(d),
+                        Err(e) => report.diagnostics.push(unreadable("shellcheck", &e)),
+                    }
                     report.linters_run.push(sc.version);
                 }
             }
         }
+        bound(&mut report);
         self.report(
             user,
             Activity::Lint {
@@ -262,9 +279,51 @@ fn ruff_severity(code: Option<&str>) -> Severity {
     }
 }
 
-fn parse_ruff(stdout: &[u8]) -> Result<Vec<Diagnostic>, ExecError> {
-    let items: Vec<RuffItem> = serde_json::from_slice(stdout)
-        .map_err(|e| ExecError::Internal(format!("ruff output: {e}")))?;
+const MAX_DIAGNOSTICS: usize = 1000;
+const MAX_DIAGNOSTIC_MESSAGE: usize = 1024;
+const MAX_DIAGNOSTIC_CODE: usize = 64;
+
+fn cut(s: &mut String, max: usize) -> bool {
+    if s.len() <= max {
+        return false;
+    }
+    let mut at = max;
+    while !s.is_char_boundary(at) {
+        at -= 1;
+    }
+    s.truncate(at);
+    true
+}
+
+/// Applies the diagnostic caps, flagging the report when anything was dropped or shortened.
+fn bound(report: &mut LintReport) {
+    if report.diagnostics.len() > MAX_DIAGNOSTICS {
+        report.diagnostics.truncate(MAX_DIAGNOSTICS);
+        report.diagnostics_truncated = true;
+    }
+    for d in &mut report.diagnostics {
+        let shortened =
+            cut(&mut d.message, MAX_DIAGNOSTIC_MESSAGE) | cut(&mut d.code, MAX_DIAGNOSTIC_CODE);
+        report.diagnostics_truncated |= shortened;
+    }
+}
+
+/// A linter's output that could not be read is reported as a diagnostic, not a failed call.
+fn unreadable(source: &str, e: &dyn std::fmt::Display) -> Diagnostic {
+    let mut message = format!("the output of {source} could not be read: {e}");
+    cut(&mut message, MAX_DIAGNOSTIC_MESSAGE);
+    Diagnostic {
+        line: 1,
+        column: 1,
+        code: "linter-output".into(),
+        message,
+        severity: Severity::Info,
+        source: source.into(),
+    }
+}
+
+fn parse_ruff(stdout: &[u8]) -> Result<Vec<Diagnostic>, serde_json::Error> {
+    let items: Vec<RuffItem> = serde_json::from_slice(stdout)?;
     Ok(items
         .into_iter()
         .map(|i| Diagnostic {
@@ -278,9 +337,8 @@ fn parse_ruff(stdout: &[u8]) -> Result<Vec<Diagnostic>, ExecError> {
         .collect())
 }
 
-fn parse_shellcheck(stdout: &[u8]) -> Result<Vec<Diagnostic>, ExecError> {
-    let items: Vec<ShellcheckItem> = serde_json::from_slice(stdout)
-        .map_err(|e| ExecError::Internal(format!("shellcheck output: {e}")))?;
+fn parse_shellcheck(stdout: &[u8]) -> Result<Vec<Diagnostic>, serde_json::Error> {
+    let items: Vec<ShellcheckItem> = serde_json::from_slice(stdout)?;
     Ok(items
         .into_iter()
         .map(|i| Diagnostic {
@@ -384,5 +442,25 @@ mod tests {
             (d[0].code.as_str(), d[0].severity),
             ("SC2086", Severity::Info)
         );
+    }
+
+    #[test]
+    fn diagnostics_are_bounded_and_unreadable_output_is_a_diagnostic() {
+        assert!(parse_ruff(b"[{not json").is_err());
+        let d = unreadable("ruff", &"eof");
+        assert_eq!(d.code, "linter-output");
+        let mut report = LintReport {
+            id: String::new(),
+            code_sha256: String::new(),
+            diagnostics: vec![d; MAX_DIAGNOSTICS + 3],
+            linters_run: Vec::new(),
+            python: None,
+            diagnostics_truncated: false,
+        };
+        report.diagnostics[0].message = "é".repeat(MAX_DIAGNOSTIC_MESSAGE);
+        bound(&mut report);
+        assert!(report.diagnostics_truncated);
+        assert_eq!(report.diagnostics.len(), MAX_DIAGNOSTICS);
+        assert!(report.diagnostics[0].message.len() <= MAX_DIAGNOSTIC_MESSAGE);
     }
 }

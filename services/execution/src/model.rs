@@ -136,6 +136,8 @@ pub struct LintReport {
     pub diagnostics: Vec<Diagnostic>,
     pub linters_run: Vec<String>,
     pub python: Option<PythonSummary>,
+    /// Diagnostics were dropped or shortened by the caps.
+    pub diagnostics_truncated: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -179,6 +181,8 @@ pub struct TestReport {
     pub wall_time: Duration,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
+    /// Why the JUnit report could not be read (empty when it was).
+    pub report_problem: String,
 }
 
 #[derive(Debug, Clone)]

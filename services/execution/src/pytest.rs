@@ -15,6 +15,9 @@ use crate::service::{ExecutionService, to_result};
 use crate::sink::Activity;
 
 const MAX_MESSAGE: usize = 8 * 1024;
+const MAX_NAME: usize = 1024;
+const MAX_REPORT_BYTES: usize = 4 << 20;
+const MAX_CASES: usize = 10_000;
 
 impl ExecutionService {
     pub async fn run_tests(&self, user: &str, input: TestsInput) -> Result<TestReport, ExecError> {
@@ -73,10 +76,12 @@ impl ExecutionService {
             .map(|o| o.side_channel.clone())
             .unwrap_or_default();
         let result = to_result(outcome);
-        let tests = if junit.is_empty() {
-            Vec::new()
+        let (tests, report_problem) = if junit.is_empty() {
+            let why = "pytest wrote no JUnit report (the run ended early, or the tests closed or \
+                       replaced descriptor 3)";
+            (Vec::new(), why.to_owned())
         } else {
-            parse_junit(&junit)?
+            parse_junit(&junit)
         };
         let count = |o: TestOutcome| tests.iter().filter(|t| t.outcome == o).count() as u32;
         let report = TestReport {
@@ -91,6 +96,7 @@ impl ExecutionService {
             wall_time: result.wall_time,
             stdout: result.stdout,
             stderr: result.stderr,
+            report_problem,
         };
         debug_assert!(report.status != RunStatus::Ok || report.failed + report.errors == 0);
         self.report(
@@ -111,9 +117,13 @@ fn attr(e: &BytesStart<'_>, name: &[u8]) -> Option<String> {
         .map(|v| v.into_owned())
 }
 
-fn truncate(mut s: String) -> String {
-    if s.len() > MAX_MESSAGE {
-        let mut cut = MAX_MESSAGE;
+fn truncate(s: String) -> String {
+    truncate_to(s, MAX_MESSAGE)
+}
+
+fn truncate_to(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
         while !s.is_char_boundary(cut) {
             cut -= 1;
         }
@@ -137,17 +147,36 @@ fn test_name(classname: &str, file: Option<&str>, name: &str) -> String {
     }
 }
 
-pub(crate) fn parse_junit(xml: &[u8]) -> Result<Vec<TestCaseResult>, ExecError> {
-    let text = std::str::from_utf8(xml)
-        .map_err(|_| ExecError::Internal("junit report is not UTF-8".into()))?;
-    let mut reader = Reader::from_str(text);
+/// Reads the test cases of a JUnit report, bounded. Never fails: what could not be read is
+/// returned as the report problem, with the cases read before it.
+pub(crate) fn parse_junit(xml: &[u8]) -> (Vec<TestCaseResult>, String) {
     let mut cases = Vec::new();
+    if xml.len() > MAX_REPORT_BYTES {
+        return (
+            cases,
+            format!("the JUnit report is larger than {MAX_REPORT_BYTES} bytes"),
+        );
+    }
+    let Ok(text) = std::str::from_utf8(xml) else {
+        return (cases, "the JUnit report is not UTF-8".into());
+    };
+    let problem = read_cases(text, &mut cases).err().unwrap_or_default();
+    (cases, problem)
+}
+
+fn read_cases(text: &str, cases: &mut Vec<TestCaseResult>) -> Result<(), String> {
+    let mut reader = Reader::from_str(text);
     let mut current: Option<TestCaseResult> = None;
     let mut in_detail = false;
     loop {
+        if cases.len() >= MAX_CASES {
+            return Err(format!(
+                "the JUnit report has more than {MAX_CASES} test cases; the rest were not read"
+            ));
+        }
         let event = reader
             .read_event()
-            .map_err(|e| ExecError::Internal(format!("junit report: {e}")))?;
+            .map_err(|e| format!("the JUnit report is not well-formed XML: {e}"))?;
         match event {
             Event::Empty(e) if e.name().as_ref() == b"testcase" => cases.push(case_from(&e)),
             Event::Start(e) if e.name().as_ref() == b"testcase" => current = Some(case_from(&e)),
@@ -193,7 +222,7 @@ pub(crate) fn parse_junit(xml: &[u8]) -> Result<Vec<TestCaseResult>, ExecError> 
             _ => {}
         }
     }
-    Ok(cases)
+    Ok(())
 }
 
 fn case_from(e: &BytesStart<'_>) -> TestCaseResult {
@@ -202,7 +231,7 @@ fn case_from(e: &BytesStart<'_>) -> TestCaseResult {
     let file = attr(e, b"file");
     let secs: f64 = attr(e, b"time").and_then(|t| t.parse().ok()).unwrap_or(0.0);
     TestCaseResult {
-        name: test_name(&classname, file.as_deref(), &name),
+        name: truncate_to(test_name(&classname, file.as_deref(), &name), MAX_NAME),
         outcome: TestOutcome::Passed,
         duration: Duration::from_secs_f64(if secs.is_finite() { secs.max(0.0) } else { 0.0 }),
         message: String::new(),
@@ -221,7 +250,8 @@ mod tests {
 &gt;   assert 1 == 2</failure></testcase>
 <testcase classname="test_a" name="test_skip" file="test_a.py" line="9" time="0"><skipped type="pytest.skip" message="no">skip</skipped></testcase>
 </testsuite></testsuites>"#;
-        let cases = parse_junit(xml).unwrap();
+        let (cases, problem) = parse_junit(xml);
+        assert_eq!(problem, "");
         assert_eq!(cases.len(), 3);
         assert_eq!(cases[0].name, "test_a.py::test_ok");
         assert_eq!(cases[0].outcome, TestOutcome::Passed);
@@ -229,5 +259,19 @@ mod tests {
         assert_eq!(cases[1].outcome, TestOutcome::Failed);
         assert!(cases[1].message.contains("assert 1 == 2") && cases[1].message.contains("> "));
         assert_eq!(cases[2].outcome, TestOutcome::Skipped);
+    }
+
+    #[test]
+    fn unreadable_reports_are_a_problem_not_an_error() {
+        let (cases, problem) = parse_junit(b"\xff\xfe");
+        assert!(cases.is_empty() && problem.contains("UTF-8"), "{problem}");
+        let (cases, problem) =
+            parse_junit(b"<testsuite><testcase name=\"a\" classname=\"t\"/></oops>");
+        assert_eq!(cases.len(), 1);
+        assert!(problem.contains("well-formed"), "{problem}");
+        let many = "<testcase name=\"a\" classname=\"t\"/>".repeat(MAX_CASES + 5);
+        let (cases, problem) = parse_junit(format!("<s>{many}</s>").as_bytes());
+        assert_eq!(cases.len(), MAX_CASES);
+        assert!(problem.contains("10000"), "{problem}");
     }
 }

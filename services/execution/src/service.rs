@@ -27,6 +27,8 @@ pub struct ExecutionService {
     idempotency: IdempotencyStore<ExecutionResult>,
     pub(crate) runtimes: Runtimes,
     sink: Option<Arc<dyn ResultSink>>,
+    /// Host path of the GenerateCode renderer binary.
+    pub(crate) renderer: std::path::PathBuf,
 }
 
 pub(crate) fn new_id() -> String {
@@ -45,13 +47,14 @@ impl ExecutionService {
         sink: Option<Arc<dyn ResultSink>>,
     ) -> Result<Self, String> {
         config.check()?;
+        let renderer = crate::generate::resolve_renderer(&config)?;
         let runtimes = runtime::probe(sandbox.as_ref(), &config).await?;
         if runtimes.languages.is_empty() {
             return Err(
                 "no interpreter (python, node, bash) is installed at the configured paths".into(),
             );
         }
-        Ok(Self {
+        let service = Self {
             admission: Admission::new(
                 config.max_concurrent,
                 config.max_queue,
@@ -67,7 +70,10 @@ impl ExecutionService {
             sandbox,
             runtimes,
             sink,
-        })
+            renderer,
+        };
+        service.self_test_renderer().await?;
+        Ok(service)
     }
 
     pub fn runtimes(&self) -> &Runtimes {

@@ -175,6 +175,50 @@ fn test_path(f: &SourceFile) -> Result<(), ExecError> {
     Ok(())
 }
 
+/// Top-level names that would shadow pytest or its dependencies (the working directory comes
+/// first on `sys.path`).
+const RESERVED_MODULES: &[&str] = &[
+    "pytest",
+    "_pytest",
+    "pluggy",
+    "py",
+    "iniconfig",
+    "packaging",
+];
+
+/// Python module name of a path, normalised the way a case-insensitive import would see it.
+fn module_name(path: &str) -> String {
+    path.trim_end_matches(".py")
+        .trim_end_matches("/__init__")
+        .replace('/', ".")
+        .to_ascii_lowercase()
+}
+
+/// Two files that import as the same module, or a file shadowing a reserved module, are
+/// refused naming both.
+fn module_names(all: &[&SourceFile]) -> Result<(), ExecError> {
+    let mut seen: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
+    for f in all {
+        let name = module_name(&f.path);
+        let top = name.split('.').next().unwrap_or_default();
+        if RESERVED_MODULES.contains(&top) {
+            return Err(ExecError::invalid(format!(
+                "file path {:?} collides with the reserved module {top:?} (reserved: {})",
+                f.path,
+                RESERVED_MODULES.join(", ")
+            )));
+        }
+        if let Some(other) = seen.insert(name.clone(), &f.path) {
+            return Err(ExecError::invalid(format!(
+                "file paths {other:?} and {:?} both import as module {name:?}; module names must be \
+                 unique (compared case-insensitively)",
+                f.path
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub fn tests(input: &TestsInput) -> Result<(), ExecError> {
     if input.tests.is_empty() {
         return Err(ExecError::invalid(
@@ -204,6 +248,7 @@ pub fn tests(input: &TestsInput) -> Result<(), ExecError> {
             )));
         }
     }
+    module_names(&all)?;
     for t in &input.tests {
         let base = t.path.rsplit('/').next().unwrap_or_default();
         if !base.starts_with("test_") {
@@ -259,5 +304,22 @@ mod tests {
         ] {
             assert!(test_path(&f(bad)).is_err(), "{bad}");
         }
+        let (a, b) = (f("pkg/Util.py"), f("pkg/util.py"));
+        let err = module_names(&[&a, &b]).unwrap_err().to_string();
+        assert!(
+            err.contains("pkg/Util.py") && err.contains("pkg/util.py"),
+            "{err}"
+        );
+        let (a, b) = (f("pkg/__init__.py"), f("PKG.py"));
+        assert!(module_names(&[&a, &b]).is_err());
+        let p = f("pytest.py");
+        assert!(
+            module_names(&[&p])
+                .unwrap_err()
+                .to_string()
+                .contains("reserved")
+        );
+        let (a, b) = (f("pkg/a.py"), f("test_a.py"));
+        assert!(module_names(&[&a, &b]).is_ok());
     }
 }

@@ -7,8 +7,12 @@
 mod escapes;
 #[path = "sandbox/lifecycle.rs"]
 mod lifecycle;
+#[path = "sandbox/reports.rs"]
+mod reports;
 #[path = "sandbox/rpcs.rs"]
 mod rpcs;
+#[path = "sandbox/templates.rs"]
+mod templates;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -44,6 +48,7 @@ fn config(slots: usize) -> ExecutionConfig {
         max_queue: slots,
         uid_base: uid_base(),
         tools_venv: Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv"),
+        renderer: env!("CARGO_BIN_EXE_umcp-execution").into(),
         ..ExecutionConfig::default()
     }
 }

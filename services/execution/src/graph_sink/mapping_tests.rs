@@ -57,6 +57,7 @@ fn lint() -> Activity {
             ],
             linters_run: vec!["ruff 0.6".into()],
             python: None,
+            diagnostics_truncated: false,
         },
     }
 }
@@ -83,6 +84,7 @@ fn tests_activity() -> Activity {
             wall_time: Duration::from_millis(900),
             stdout: b"collected 2 items".to_vec(),
             stderr: Vec::new(),
+            report_problem: String::new(),
         },
     }
 }
