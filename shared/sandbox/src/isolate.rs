@@ -69,6 +69,24 @@ where
     T: Serialize + DeserializeOwned,
     F: FnOnce() -> T,
 {
+    run_with(budget_bytes, deadline, || (), work)
+}
+
+/// [`run`], calling `after_fork` in the parent as soon as the child exists (to release a lock
+/// taken so the child's copy of memory is consistent).
+///
+/// # Errors
+/// See [`SandboxError`].
+pub fn run_with<T, F>(
+    budget_bytes: u64,
+    deadline: Duration,
+    after_fork: impl FnOnce(),
+    work: F,
+) -> Result<T, SandboxError>
+where
+    T: Serialize + DeserializeOwned,
+    F: FnOnce() -> T,
+{
     if STOPPING.load(Ordering::SeqCst) {
         return Err(SandboxError::ShuttingDown);
     }
@@ -79,7 +97,9 @@ where
     let child = sys::fork_child(base.saturating_add(budget_bytes), cpu_secs, move || {
         serde_json::to_vec(&work()).ok()
     })
-    .map_err(|e| SandboxError::Failed(format!("cannot start an isolated child: {e}")))?;
+    .map_err(|e| SandboxError::Failed(format!("cannot start an isolated child: {e}")));
+    after_fork();
+    let child = child?;
     children(|c| c.insert(child.pid));
     let started = Instant::now();
     let output = sys::read_until(child.read_fd, started + deadline, MAX_OUTPUT_BYTES);

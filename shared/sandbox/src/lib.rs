@@ -5,4 +5,4 @@
 pub mod isolate;
 mod sys;
 
-pub use isolate::{SandboxError, run, stop_all};
+pub use isolate::{SandboxError, run, run_with, stop_all};
