@@ -24,6 +24,10 @@ pub struct GraphConfig {
     /// Queries running at once; more wait for a slot until their deadline
     /// (`UMCP_MAX_CONCURRENT_QUERIES`), default 8.
     pub max_concurrent_queries: usize,
+    /// Memory the service and its queries may use, in MiB (`UMCP_MEMORY_CEILING_MB`), default
+    /// 1024, at least 64; each read query runs in a forked child limited to
+    /// ceiling / max_concurrent_queries, and one that needs more answers RESOURCE_EXHAUSTED.
+    pub memory_ceiling_mb: u64,
     /// How often the write-ahead log is folded into the database file, in milliseconds
     /// (`UMCP_CHECKPOINT_INTERVAL_MS`), default 60000; 0 checkpoints only at shutdown.
     pub checkpoint_interval_ms: u64,
@@ -43,6 +47,7 @@ impl Default for GraphConfig {
             data_dir: PathBuf::from(GrafeoConfig::DEFAULT_PATH),
             max_query_time_ms: 30_000,
             max_concurrent_queries: 8,
+            memory_ceiling_mb: 1024,
             checkpoint_interval_ms: 60_000,
             auth: AuthClientConfig::default(),
             audit: AuditClientConfig {
@@ -61,6 +66,8 @@ impl GraphConfig {
             path: Some(self.data_dir.clone()),
             max_query_time: Duration::from_millis(self.max_query_time_ms),
             max_concurrent_queries: self.max_concurrent_queries,
+            query_memory_budget: self.memory_ceiling_mb * 1024 * 1024
+                / self.max_concurrent_queries.max(1) as u64,
             checkpoint_interval: (self.checkpoint_interval_ms > 0)
                 .then(|| Duration::from_millis(self.checkpoint_interval_ms)),
         }
@@ -91,6 +98,13 @@ impl Validate for GraphConfig {
                 "max_concurrent_queries ({}) is {}; allowed: 1 to 1024",
                 env_name("max_concurrent_queries"),
                 self.max_concurrent_queries
+            ));
+        }
+        if !(64..=1_048_576).contains(&self.memory_ceiling_mb) {
+            problems.push(format!(
+                "memory_ceiling_mb ({}) is {}; allowed: 64 to 1048576",
+                env_name("memory_ceiling_mb"),
+                self.memory_ceiling_mb
             ));
         }
         problems

@@ -59,6 +59,11 @@ fn store_status(err: StoreError) -> Status {
         StoreError::DeadlineExceeded(reason) => {
             Status::deadline_exceeded(format!("deadline exceeded: {reason}"))
         }
+        StoreError::ResourceExhausted(reason) => with_reason(
+            Code::ResourceExhausted,
+            "query_memory_budget_exceeded",
+            reason,
+        ),
         StoreError::Unavailable(detail) => {
             tracing::warn!(detail, "graph store unavailable");
             Status::unavailable("the graph store is unavailable; retry later")
@@ -122,6 +127,10 @@ mod tests {
         assert_eq!(
             code(StoreError::DeadlineExceeded("x".into())),
             Code::DeadlineExceeded
+        );
+        assert_eq!(
+            code(StoreError::ResourceExhausted("x".into())),
+            Code::ResourceExhausted
         );
         assert_eq!(code(StoreError::Unavailable("x".into())), Code::Unavailable);
         assert_eq!(code(StoreError::Internal("x".into())), Code::Internal);

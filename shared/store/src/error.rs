@@ -2,7 +2,7 @@
 
 /// Why a store operation failed. Each variant maps to exactly one gRPC code in the graph service,
 /// so backends must pick the precise variant rather than falling back to `Internal`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum StoreError {
     /// The request broke a rule (identifier, property value, limit). `field` is a path into the
     /// request such as `nodes[3].key`; `message` says what is wrong and what is allowed.
@@ -58,6 +58,9 @@ pub enum StoreError {
     /// The caller's deadline (or the backend's query time cap) passed.
     #[error("deadline exceeded: {0}")]
     DeadlineExceeded(String),
+    /// The query needed more memory than its budget (the isolated run was stopped).
+    #[error("resource exhausted: {0}")]
+    ResourceExhausted(String),
     /// The backend cannot serve requests right now (closed, overloaded, storage unreachable).
     #[error("store unavailable: {0}")]
     Unavailable(String),

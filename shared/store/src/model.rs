@@ -5,7 +5,9 @@ use std::time::Instant;
 
 /// A point in time, UTC. Nanosecond fields are kept as given; a backend with coarser precision
 /// (Grafeo stores microseconds) truncates, and says so in its docs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash,
+)]
 pub struct Timestamp {
     /// Seconds since the Unix epoch.
     pub seconds: i64,
@@ -32,7 +34,7 @@ impl Timestamp {
 }
 
 /// A typed value: property values, query parameters and query results.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
 pub enum Value {
     /// Absent value. As a property value in an upsert it removes the property.
     Null,
@@ -84,7 +86,7 @@ impl Value {
 pub type Properties = BTreeMap<String, Value>;
 
 /// A node as returned by queries.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Default)]
 pub struct Node {
     /// The node's unique key; empty for nodes created without one (not through `upsert`).
     pub key: String,
@@ -95,7 +97,7 @@ pub struct Node {
 }
 
 /// A relationship as returned by queries.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Default)]
 pub struct Relationship {
     /// Relationship type.
     pub rel_type: String,
@@ -108,7 +110,7 @@ pub struct Relationship {
 }
 
 /// A path: `relationships[i]` connects `nodes[i]` and `nodes[i + 1]`.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Default)]
 pub struct Path {
     /// Nodes along the path, start first.
     pub nodes: Vec<Node>,
@@ -117,7 +119,7 @@ pub struct Path {
 }
 
 /// A node to create or merge; identity is `key` alone.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Default)]
 pub struct NodeInput {
     /// Unique key (identifier rule).
     pub key: String,
@@ -128,7 +130,7 @@ pub struct NodeInput {
 }
 
 /// A relationship to create or merge; identity is `(start_key, rel_type, end_key)`.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Default)]
 pub struct RelInput {
     /// Key of the start node.
     pub start_key: String,
@@ -141,7 +143,7 @@ pub struct RelInput {
 }
 
 /// Everything one upsert writes, in one transaction.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Default)]
 pub struct UpsertBatch {
     /// Nodes, merged in order.
     pub nodes: Vec<NodeInput>,
@@ -150,7 +152,7 @@ pub struct UpsertBatch {
 }
 
 /// What an upsert changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct UpsertCounts {
     /// Nodes that did not exist before.
     pub nodes_created: u64,
@@ -176,7 +178,7 @@ pub struct ReadQuery {
 }
 
 /// Rows of a query.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Default)]
 pub struct QueryResult {
     /// Column names in order.
     pub columns: Vec<String>,
@@ -187,7 +189,7 @@ pub struct QueryResult {
 }
 
 /// A relationship to delete, identified by `(start_key, rel_type, end_key)`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq, Default)]
 pub struct RelRef {
     /// Key of the start node.
     pub start_key: String,
@@ -198,7 +200,7 @@ pub struct RelRef {
 }
 
 /// Everything one delete removes, in one transaction.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq, Default)]
 pub struct DeleteBatch {
     /// Keys of nodes to delete.
     pub node_keys: Vec<String>,
@@ -209,7 +211,7 @@ pub struct DeleteBatch {
 }
 
 /// What a delete removed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DeleteCounts {
     /// Nodes deleted.
     pub nodes_deleted: u64,
@@ -220,7 +222,7 @@ pub struct DeleteCounts {
 }
 
 /// Size of the graph.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Default)]
 pub struct Metrics {
     /// Number of nodes.
     pub node_count: u64,

@@ -59,6 +59,9 @@ pub struct GrafeoConfig {
     /// Queries running at once (abandoned ones included); further callers wait for a slot
     /// until their deadline.
     pub max_concurrent_queries: usize,
+    /// Memory one read query may use on top of the service (it runs in a forked child under
+    /// this rlimit): the service's memory ceiling divided by the query slots.
+    pub query_memory_budget: u64,
     /// How often the log is folded into the database file; `None` only at close.
     pub checkpoint_interval: Option<Duration>,
 }
@@ -81,6 +84,7 @@ impl GrafeoConfig {
             path: None,
             max_query_time: Duration::from_secs(30),
             max_concurrent_queries: 8,
+            query_memory_budget: 1024 * 1024 * 1024 / 8,
             checkpoint_interval: Some(Duration::from_secs(60)),
         }
     }
@@ -101,6 +105,7 @@ struct Inner {
     writes_since_checkpoint: AtomicU64,
     query_slots: Arc<Semaphore>,
     max_query_time: Duration,
+    query_memory_budget: u64,
 }
 
 /// The Grafeo-backed [`GraphStore`]. Cheap to clone.
@@ -149,6 +154,7 @@ impl GrafeoStore {
             writes_since_checkpoint: AtomicU64::new(0),
             query_slots: Arc::new(Semaphore::new(config.max_concurrent_queries.max(1))),
             max_query_time: config.max_query_time,
+            query_memory_budget: config.query_memory_budget,
         });
         if let (Some(_), Some(interval)) = (&config.path, config.checkpoint_interval) {
             checkpointer(Arc::downgrade(&inner), interval)?;
@@ -252,6 +258,38 @@ fn join_error(e: tokio::task::JoinError) -> StoreError {
     StoreError::Internal(format!("store task failed: {e}"))
 }
 
+/// Runs a read in a forked child bounded by the per-query memory budget and `limit`, so a
+/// runaway query is killed instead of growing the service or holding a slot past its time.
+/// The write lock is held across the fork only, so no commit is half done in the child's copy.
+fn isolated<T>(
+    inner: &Inner,
+    limit: Duration,
+    read: impl FnOnce() -> Result<T, StoreError>,
+) -> Result<T, StoreError>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned,
+{
+    use umcp_sandbox::SandboxError;
+    let guard = inner
+        .write_lock
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let out = umcp_sandbox::run_with(inner.query_memory_budget, limit, move || drop(guard), read);
+    match out {
+        Ok(result) => result,
+        Err(e @ SandboxError::ResourceExhausted { .. }) => {
+            Err(StoreError::ResourceExhausted(e.to_string()))
+        }
+        Err(e @ SandboxError::DeadlineExceeded { .. }) => {
+            Err(StoreError::DeadlineExceeded(e.to_string()))
+        }
+        Err(SandboxError::ShuttingDown) => {
+            Err(StoreError::Unavailable("the store is shutting down".into()))
+        }
+        Err(SandboxError::Failed(detail)) => Err(StoreError::Internal(detail)),
+    }
+}
+
 /// Maps an engine error outside caller-supplied Cypher (writes, metrics, health).
 pub(crate) fn engine_error(err: GError, context: &str) -> StoreError {
     match err {
@@ -307,7 +345,13 @@ impl GraphStore for GrafeoStore {
         let task = tokio::task::spawn_blocking(move || {
             // The slot is held until the engine really stops, even after the caller gave up.
             let _permit = permit;
-            read::query(&inner.db, &query, max_secs)
+            let limit = query
+                .deadline
+                .map_or(inner.max_query_time, |d| {
+                    d.saturating_duration_since(std::time::Instant::now())
+                })
+                .min(inner.max_query_time);
+            isolated(&inner, limit, || read::query(&inner.db, &query, max_secs))
         });
         match deadline {
             Some(d) => match tokio::time::timeout_at(d, task).await {
@@ -327,9 +371,11 @@ impl GraphStore for GrafeoStore {
 
     async fn metrics(&self) -> Result<Metrics, StoreError> {
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || read::metrics(&inner.db))
-            .await
-            .map_err(join_error)?
+        tokio::task::spawn_blocking(move || {
+            isolated(&inner, inner.max_query_time, || read::metrics(&inner.db))
+        })
+        .await
+        .map_err(join_error)?
     }
 
     async fn health(&self) -> Result<(), StoreError> {
