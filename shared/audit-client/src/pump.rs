@@ -9,8 +9,8 @@
 //! `U(0, min(max, base·2^n))`. Back to normal once everything is delivered.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use parking_lot::Mutex;
 use std::time::Duration;

@@ -258,10 +258,7 @@ async fn the_layer_never_retries_after_headers_or_unmarked_or_oversized() {
         grpc_request(b"m", false),
     )
     .await;
-    assert_eq!(
-        (seen.0.lock().len(), code),
-        (1, Some(Code::Unavailable))
-    );
+    assert_eq!((seen.0.lock().len(), code), (1, Some(Code::Unavailable)));
     // Caller mistakes are answers, not outages.
     let (seen, _) = send(
         &layer,
@@ -278,10 +275,7 @@ async fn the_layer_never_retries_after_headers_or_unmarked_or_oversized() {
         grpc_request(b"0123456789", true),
     )
     .await;
-    assert_eq!(
-        seen.0.lock().as_slice(),
-        [(b"0123456789".to_vec(), None)]
-    );
+    assert_eq!(seen.0.lock().as_slice(), [(b"0123456789".to_vec(), None)]);
     // Listed methods need no marker.
     let listed =
         RetryLayer::new(retrier(None)).idempotent_methods(["/umcp.graph.v1.GraphService/Upsert"]);
