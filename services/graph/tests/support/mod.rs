@@ -140,6 +140,8 @@ pub(crate) fn spawn_binary(
             .env("UMCP_AUTH__JWKS_FILE", jwks_file)
             .env("UMCP_LOG__FILTER", "warn")
             .env("UMCP_CHECKPOINT_INTERVAL_MS", "200")
+            .env("UMCP_MEMORY_CEILING_MB", "256")
+            .env("UMCP_MAX_QUERY_TIME_MS", "3000")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
