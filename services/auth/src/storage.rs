@@ -181,6 +181,7 @@ impl Records {
                 params,
                 row_limit: limit.max(1),
                 deadline: Some(Instant::now() + QUERY_DEADLINE),
+                caller: None,
             })
             .await?;
         result

@@ -24,6 +24,10 @@ pub struct GraphConfig {
     /// Queries running at once; more wait for a slot until their deadline
     /// (`UMCP_MAX_CONCURRENT_QUERIES`), default 8.
     pub max_concurrent_queries: usize,
+    /// Queries one caller (token subject) may have running or waiting at once; more answer
+    /// RESOURCE_EXHAUSTED at once (`UMCP_MAX_QUERIES_PER_CALLER`), default 2, at most
+    /// `max_concurrent_queries`.
+    pub max_queries_per_caller: usize,
     /// Memory the service and its queries may use, in MiB (`UMCP_MEMORY_CEILING_MB`), default
     /// 1024, at least 64; each read query runs in a forked child limited to
     /// ceiling / max_concurrent_queries, and one that needs more answers RESOURCE_EXHAUSTED.
@@ -47,6 +51,7 @@ impl Default for GraphConfig {
             data_dir: PathBuf::from(GrafeoConfig::DEFAULT_PATH),
             max_query_time_ms: 30_000,
             max_concurrent_queries: 8,
+            max_queries_per_caller: 2,
             memory_ceiling_mb: 1024,
             checkpoint_interval_ms: 60_000,
             auth: AuthClientConfig::default(),
@@ -66,6 +71,7 @@ impl GraphConfig {
             path: Some(self.data_dir.clone()),
             max_query_time: Duration::from_millis(self.max_query_time_ms),
             max_concurrent_queries: self.max_concurrent_queries,
+            max_queries_per_caller: self.max_queries_per_caller,
             query_memory_budget: self.memory_ceiling_mb * 1024 * 1024
                 / self.max_concurrent_queries.max(1) as u64,
             checkpoint_interval: (self.checkpoint_interval_ms > 0)
@@ -97,6 +103,14 @@ impl Validate for GraphConfig {
             problems.push(format!(
                 "max_concurrent_queries ({}) is {}; allowed: 1 to 1024",
                 env_name("max_concurrent_queries"),
+                self.max_concurrent_queries
+            ));
+        }
+        if !(1..=self.max_concurrent_queries.max(1)).contains(&self.max_queries_per_caller) {
+            problems.push(format!(
+                "max_queries_per_caller ({}) is {}; allowed: 1 to max_concurrent_queries ({})",
+                env_name("max_queries_per_caller"),
+                self.max_queries_per_caller,
                 self.max_concurrent_queries
             ));
         }
@@ -148,7 +162,11 @@ mod tests {
             ..GraphConfig::default()
         };
         let problems = cfg.validate();
-        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(
+            problems[3].contains("UMCP_MAX_QUERIES_PER_CALLER"),
+            "{problems:?}"
+        );
         assert!(problems[0].contains("UMCP_LISTEN"));
     }
 }

@@ -62,6 +62,8 @@ impl GraphService for GraphGrpc {
     ) -> Result<Response<gpb::QueryResponse>, Status> {
         let started = Instant::now();
         let deadline = store_deadline(&request);
+        // The auth layer has put the verified principal here; its subject is the admission key.
+        let caller = Some(umcp_authz::principal(&request)?.user_id.clone());
         let req = request.into_inner();
         let row_limit = validate::row_limit(req.row_limit).map_err(GraphError::from)?;
         let query = ReadQuery {
@@ -69,6 +71,7 @@ impl GraphService for GraphGrpc {
             params: convert::params_from_proto(req.parameters)?,
             row_limit,
             deadline,
+            caller,
         };
         let result = self.store.query(query).await.map_err(GraphError::from)?;
         let elapsed = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);

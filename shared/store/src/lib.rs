@@ -4,6 +4,7 @@
 //! Callers hold an `Arc<dyn GraphStore>`; every backend validates input with [`validate`] before
 //! writing anything and refuses writes in queries with [`readonly::check`].
 
+pub mod admission;
 mod error;
 pub mod grafeo;
 pub mod limits;

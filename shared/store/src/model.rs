@@ -175,6 +175,9 @@ pub struct ReadQuery {
     pub row_limit: u32,
     /// When the caller stops waiting; `None` means the backend's own cap only.
     pub deadline: Option<Instant>,
+    /// Who asks (the token's subject), for per-caller admission; `None` is the service's own
+    /// work (see [`crate::admission`]).
+    pub caller: Option<String>,
 }
 
 /// Rows of a query.

@@ -186,6 +186,7 @@ fn query_validation() {
         params,
         row_limit: 10,
         deadline: None,
+        caller: None,
     };
     assert!(query(&q("RETURN 1", BTreeMap::new())).is_ok());
     assert_eq!(field_of(query(&q("  ", BTreeMap::new()))), "cypher");

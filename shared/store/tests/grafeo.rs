@@ -94,6 +94,7 @@ async fn caller_deadline_is_honoured() {
             params: BTreeMap::new(),
             row_limit: 10,
             deadline: Some(Instant::now() + Duration::from_millis(200)),
+            caller: None,
         })
         .await
         .expect_err("deadline");

@@ -52,7 +52,12 @@ pub(crate) async fn start() -> Harness {
 }
 
 pub(crate) fn admin_client(channel: Channel, issuer: &TestIssuer) -> Client {
-    GraphServiceClient::new(authed(channel, issuer.bearer("admin-1", &[Role::Admin])))
+    caller_client(channel, issuer, "admin-1")
+}
+
+/// A client whose admin token has the subject `sub` (a distinct caller for admission).
+pub(crate) fn caller_client(channel: Channel, issuer: &TestIssuer, sub: &str) -> Client {
+    GraphServiceClient::new(authed(channel, issuer.bearer(sub, &[Role::Admin])))
 }
 
 pub(crate) fn v(kind: Kind) -> Value {
@@ -132,6 +137,16 @@ pub(crate) fn spawn_binary(
     port: u16,
     jwks_file: &std::path::Path,
 ) -> KillOnDrop {
+    spawn_binary_with(data_dir, port, jwks_file, &[])
+}
+
+/// [`spawn_binary`] with more (or overriding) environment variables.
+pub(crate) fn spawn_binary_with(
+    data_dir: &std::path::Path,
+    port: u16,
+    jwks_file: &std::path::Path,
+    env: &[(&str, &str)],
+) -> KillOnDrop {
     KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_umcp-graph"))
             .env_clear()
@@ -142,6 +157,7 @@ pub(crate) fn spawn_binary(
             .env("UMCP_CHECKPOINT_INTERVAL_MS", "200")
             .env("UMCP_MEMORY_CEILING_MB", "256")
             .env("UMCP_MAX_QUERY_TIME_MS", "3000")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -17,12 +17,14 @@
 //! * Identity: nodes carry their key in the reserved `key` property, with a property index on it
 //!   (rebuilt on every open, since Grafeo keeps property indexes in memory).
 //! * Blocking: Grafeo sessions block, so every call runs on tokio's blocking pool.
-//! * Deadlines: Grafeo has no per-query cancellation, only a database-wide query timeout
-//!   ([`GrafeoConfig::max_query_time`]) that it checks between result chunks, not inside an
-//!   operator: an aggregate over a large join runs to completion whatever the timeout. A caller's
-//!   deadline is therefore enforced around the call: the caller gets `DeadlineExceeded` on time,
-//!   while the abandoned query keeps its slot of [`GrafeoConfig::max_concurrent_queries`] until
-//!   the engine stops it, so abandoned queries cannot pile up without bound.
+//! * Bounds of reads: Grafeo cannot cancel a running query and its own timeout is checked only
+//!   between result chunks, so every read (queries and metrics) runs in a forked child
+//!   ([`umcp_sandbox::run_with`]) under an address-space budget of the memory ceiling divided by
+//!   the query slots, killed at the caller's deadline or [`GrafeoConfig::max_query_time`],
+//!   whichever comes first. A query that needs more memory answers `ResourceExhausted`, one past
+//!   its time `DeadlineExceeded`, and neither grows the service or outlives its deadline.
+//!   Slots are handed out by [`Admission`] (fixed slots, a per-caller cap, arrival order); a
+//!   slot is held until the child is gone, even after the caller gave up.
 //! * Timestamps are stored with microsecond precision (nanoseconds are truncated).
 //! * Engine defects that would return wrong data are refused instead (see `quirks`).
 
@@ -39,8 +41,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use grafeo::{Config, DurabilityMode, GrafeoDB};
 use grafeo_common::utils::error::{Error as GError, TransactionError};
-use tokio::sync::Semaphore;
 
+use crate::admission::Admission;
 use crate::error::StoreError;
 use crate::limits::KEY_PROPERTY;
 use crate::model::{
@@ -57,8 +59,11 @@ pub struct GrafeoConfig {
     /// Longest any query may run, whatever the caller's deadline (the engine cancels it).
     pub max_query_time: Duration,
     /// Queries running at once (abandoned ones included); further callers wait for a slot
-    /// until their deadline.
+    /// until their deadline, in arrival order.
     pub max_concurrent_queries: usize,
+    /// Queries one caller may have running or waiting at once; more are refused at once
+    /// (see [`crate::admission`]).
+    pub max_queries_per_caller: usize,
     /// Memory one read query may use on top of the service (it runs in a forked child under
     /// this rlimit): the service's memory ceiling divided by the query slots.
     pub query_memory_budget: u64,
@@ -84,6 +89,7 @@ impl GrafeoConfig {
             path: None,
             max_query_time: Duration::from_secs(30),
             max_concurrent_queries: 8,
+            max_queries_per_caller: 2,
             query_memory_budget: 1024 * 1024 * 1024 / 8,
             checkpoint_interval: Some(Duration::from_secs(60)),
         }
@@ -103,7 +109,7 @@ struct Inner {
     write_lock: Mutex<()>,
     /// Writes since the last checkpoint; the checkpointer skips idle intervals.
     writes_since_checkpoint: AtomicU64,
-    query_slots: Arc<Semaphore>,
+    admission: Admission,
     max_query_time: Duration,
     query_memory_budget: u64,
 }
@@ -152,7 +158,7 @@ impl GrafeoStore {
             db,
             write_lock: Mutex::new(()),
             writes_since_checkpoint: AtomicU64::new(0),
-            query_slots: Arc::new(Semaphore::new(config.max_concurrent_queries.max(1))),
+            admission: Admission::new(config.max_concurrent_queries, config.max_queries_per_caller),
             max_query_time: config.max_query_time,
             query_memory_budget: config.query_memory_budget,
         });
@@ -326,25 +332,17 @@ impl GraphStore for GrafeoStore {
 
     async fn query(&self, query: ReadQuery) -> Result<QueryResult, StoreError> {
         validate::query(&query)?;
+        let ticket = self
+            .inner
+            .admission
+            .admit(query.caller.as_deref(), query.deadline)
+            .await?;
         let deadline = query.deadline.map(tokio::time::Instant::from_std);
-        let slots = Arc::clone(&self.inner.query_slots);
-        let permit = match deadline {
-            Some(d) => tokio::time::timeout_at(d, slots.acquire_owned())
-                .await
-                .map_err(|_| {
-                    StoreError::DeadlineExceeded(
-                        "no query slot became free before the deadline".into(),
-                    )
-                })?,
-            None => slots.acquire_owned().await,
-        }
-        .map_err(|_| StoreError::Unavailable("the store is shutting down".into()))?;
-
         let inner = Arc::clone(&self.inner);
         let max_secs = inner.max_query_time.as_secs();
         let task = tokio::task::spawn_blocking(move || {
-            // The slot is held until the engine really stops, even after the caller gave up.
-            let _permit = permit;
+            // The ticket is held until the child really stops, even after the caller gave up.
+            let _ticket = ticket;
             let limit = query
                 .deadline
                 .map_or(inner.max_query_time, |d| {
@@ -370,8 +368,11 @@ impl GraphStore for GrafeoStore {
     }
 
     async fn metrics(&self) -> Result<Metrics, StoreError> {
+        // Metrics run as a child too, so they take a slot (and so a share of the ceiling).
+        let ticket = self.inner.admission.admit(None, None).await?;
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
+            let _ticket = ticket;
             isolated(&inner, inner.max_query_time, || read::metrics(&inner.db))
         })
         .await

@@ -60,6 +60,7 @@ pub(crate) async fn query_with(
             params,
             row_limit,
             deadline: None,
+            caller: None,
         })
         .await
 }
