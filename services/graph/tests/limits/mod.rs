@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 
 use tonic::Code;
 
-use crate::support::{
-    Client, KillOnDrop, caller_client, query_req, spawn_binary, spawn_binary_with, wait_ready,
-};
+use crate::support::{Client, KillOnDrop, caller_client, query_req, spawn_binary_with, wait_ready};
 use umcp_testkit::issuer::TestIssuer;
 
 /// Grows one list without bound (the engine's `range` wraps at i64::MAX): a memory runaway.
@@ -36,25 +34,20 @@ struct Binary {
 }
 
 impl Binary {
-    async fn start(env: &[(&str, &str)]) -> (Self, Client) {
+    async fn start(env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let issuer = TestIssuer::new();
         let jwks = dir.path().join("jwks.json");
         std::fs::write(&jwks, issuer.jwks_json()).expect("write jwks");
         let port = umcp_testkit::free_port();
-        let child = if env.is_empty() {
-            spawn_binary(&dir.path().join("graph"), port, &jwks)
-        } else {
-            spawn_binary_with(&dir.path().join("graph"), port, &jwks, env)
-        };
-        let client = wait_ready(port, &issuer).await;
-        let binary = Self {
+        let child = spawn_binary_with(&dir.path().join("graph"), port, &jwks, env);
+        wait_ready(port, &issuer).await;
+        Self {
             _dir: dir,
             issuer,
             port,
             child,
-        };
-        (binary, client)
+        }
     }
 
     fn client(&self, sub: &str) -> Client {
@@ -80,7 +73,7 @@ impl Binary {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[allow(clippy::print_stdout)] // numbers for BENCHMARKS
 async fn runaway_queries_are_bounded_and_others_are_answered() {
-    let (bin, _) = Binary::start(&[]).await;
+    let bin = Binary::start(&[]).await;
     let pid = bin.child.0.id();
     let baseline = peak_kib(pid);
 
@@ -150,7 +143,7 @@ async fn runaway_queries_are_bounded_and_others_are_answered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[allow(clippy::print_stdout)] // numbers for BENCHMARKS
 async fn one_caller_cannot_take_every_slot() {
-    let (bin, _) = Binary::start(&[]).await;
+    let bin = Binary::start(&[]).await;
     // One caller floods: two are admitted, the rest refused at once, naming the cap.
     let flood: Vec<_> = (0..8)
         .map(|_| bin.spawn_query("greedy", CPU_RUNAWAY))
@@ -211,7 +204,7 @@ async fn one_caller_cannot_take_every_slot() {
 #[allow(clippy::print_stdout)] // numbers for BENCHMARKS
 async fn sigterm_stops_the_service_while_runaways_run() {
     // Queries may run a minute; SIGTERM must not wait for them.
-    let (mut bin, _) = Binary::start(&[("UMCP_MAX_QUERY_TIME_MS", "60000")]).await;
+    let mut bin = Binary::start(&[("UMCP_MAX_QUERY_TIME_MS", "60000")]).await;
     let runaways: Vec<_> = (0..8)
         .map(|i| bin.spawn_query(&format!("caller-{}", i / 2), CPU_RUNAWAY))
         .collect();
