@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 const PROTOS: &[&str] = &[
     "umcp/common/v1/common.proto",
+    "umcp/common/v1/policy.proto",
+    "umcp/common/v1/events.proto",
     "umcp/graph/v1/graph.proto",
     "umcp/auth/v1/auth.proto",
     "umcp/execution/v1/execution.proto",

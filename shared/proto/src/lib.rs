@@ -3,12 +3,13 @@
 
 #![allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
 
+pub mod catalogue;
 pub mod codec;
 
 /// Encoded `FileDescriptorSet` of every umcp proto file (and the well-known types they import).
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("umcp_descriptor");
 
-/// `umcp.common.v1`: typed values, paging, error details.
+/// `umcp.common.v1`: typed values, paging, error details, audit events, method policy.
 pub mod common {
     pub mod v1 {
         tonic::include_proto!("umcp.common.v1");
@@ -40,38 +41,7 @@ pub mod execution {
 pub mod audit {
     pub mod v1 {
         tonic::include_proto!("umcp.audit.v1");
-    }
-}
-
-/// Fully qualified names of every umcp gRPC service, in one place for routing and health.
-pub const SERVICE_NAMES: &[&str] = &[
-    "umcp.auth.v1.AuthService",
-    "umcp.graph.v1.GraphService",
-    "umcp.execution.v1.ExecutionService",
-    "umcp.audit.v1.AuditService",
-];
-
-#[cfg(test)]
-mod tests {
-    use prost::Message;
-
-    #[test]
-    fn descriptor_set_decodes_and_lists_every_service() {
-        let set = prost_types::FileDescriptorSet::decode(super::FILE_DESCRIPTOR_SET)
-            .expect("descriptor set is valid protobuf");
-        let services: Vec<String> = set
-            .file
-            .iter()
-            .flat_map(|f| {
-                let pkg = f.package().to_owned();
-                f.service.iter().map(move |s| format!("{pkg}.{}", s.name()))
-            })
-            .collect();
-        for name in super::SERVICE_NAMES {
-            assert!(
-                services.iter().any(|s| s == name),
-                "{name} missing from descriptor set"
-            );
-        }
+        /// The event vocabulary lives in `umcp.common.v1` (the method policy names it too).
+        pub use crate::common::v1::EventType;
     }
 }
