@@ -1,6 +1,6 @@
 //! The public gRPC entry point of the mesh.
 //!
-//! It authenticates every call and enforces the permission table, routes every method of
+//! It authenticates every call and enforces the method catalogue's access rules, routes every method of
 //! every umcp service to its backend without decoding messages, serves reflection for all of
 //! them and health for itself and each backend, and carries correlation ids and deadlines.
 
@@ -15,11 +15,9 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tonic::service::Routes;
-use tonic::transport::server::TcpIncoming;
 use umcp_audit_client::Emitter;
 use umcp_authz::remote::TokenProvider;
-use umcp_authz::{AuthClient, AuthLayer, Verifier};
-use umcp_rpc::correlation::CorrelationLayer;
+use umcp_authz::{AuthClient, Verifier};
 use umcp_rpc::process::ProcessConfig;
 
 pub use config::{Backends, GatewayConfig};
@@ -73,39 +71,18 @@ pub async fn run(
         .credentials
         .clone()
         .map(|c| c as Arc<dyn TokenProvider>);
-    serve_audited(listener, config, verifier, emitter, forwarder, shutdown).await
+    serve(listener, config, verifier, emitter, forwarder, shutdown).await
 }
 
-/// [`run`] with the verifier given (tests bring their own issuer); `None` turns the gateway's
-/// own enforcement off (services still enforce).
-///
-/// # Errors
-/// See [`GatewayError`].
-pub async fn serve(
-    listener: TcpListener,
-    config: GatewayConfig,
-    verifier: Option<Arc<Verifier>>,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), GatewayError> {
-    serve_audited(
-        listener,
-        config,
-        verifier,
-        Emitter::new(None, "gateway"),
-        None,
-        shutdown,
-    )
-    .await
-}
-
-/// [`serve`], recording every authentication and authorization decision through `emitter`.
+/// [`run`] with its parts given: the entry tests use. `verifier: None` turns the gateway's own
+/// enforcement off (services still enforce); decisions are recorded through `emitter`.
 /// With `forwarder` (the gateway's own service credentials), each forwarded call carries its
 /// token in `x-umcp-forwarder`, so the services believe the client address the gateway passes
 /// on (`umcp_authz::forwarded`); without it they see the gateway's own address.
 ///
 /// # Errors
 /// See [`GatewayError`].
-pub async fn serve_audited(
+pub async fn serve(
     listener: TcpListener,
     config: GatewayConfig,
     verifier: Option<Arc<Verifier>>,
@@ -135,23 +112,11 @@ pub async fn serve_audited(
     ));
 
     let service = proxy::GatewayService::new(table, local, forwarder);
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    tracing::info!("gateway serving");
-    let result = umcp_rpc::server_builder()
-        // Outermost: every request, even a rejected one, gets a correlation id and a span.
-        .layer(CorrelationLayer::new("gateway"))
-        // Then the permission table, before any routing work or backend connection is spent.
-        .layer(tower::util::option_layer(verifier.map(|v| {
-            let auth = AuthLayer::new(v);
-            if emitter.enabled() {
-                auth.observed(Arc::new(emitter.clone()))
-            } else {
-                auth
-            }
-        })))
-        .serve_with_incoming_shutdown(service, incoming, shutdown)
+    let result = umcp_rpc::Server::new("gateway")
+        .auth_if(verifier)
+        .audit(emitter)
+        .serve_proxy(service, listener, shutdown)
         .await;
     watcher.abort();
-    tracing::info!("gateway stopped");
-    result.map_err(|e| GatewayError::Serve(umcp_rpc::ServeError::Transport(e)))
+    result.map_err(GatewayError::Serve)
 }

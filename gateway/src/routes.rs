@@ -1,22 +1,16 @@
 //! Where each gRPC path goes: a local service (health, reflection), a backend, or nowhere.
 //!
-//! Known methods come from the umcp descriptor set compiled into the binary, so an unknown
-//! method of a known service is answered here with its name instead of bothering the backend.
+//! Paths are classified by the method catalogue (`umcp_proto::catalogue`), the same one the
+//! authorization layer uses, so an unknown method of a known service is answered here with its
+//! name instead of bothering the backend, and the router cannot disagree with the access rules.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Duration;
 
-use prost::Message;
 use tonic::transport::{Channel, Endpoint};
+use umcp_proto::catalogue::{Lookup, MethodCatalogue};
 
 use crate::config::GatewayConfig;
-
-/// Prefixes of the services the gateway serves itself.
-const LOCAL_PREFIXES: &[&str] = &[
-    "/grpc.health.v1.Health/",
-    "/grpc.reflection.v1.ServerReflection/",
-    "/grpc.reflection.v1alpha.ServerReflection/",
-];
 
 /// One backend service.
 #[derive(Debug)]
@@ -50,8 +44,6 @@ pub(crate) struct RouteTable {
     backends: Vec<Backend>,
     /// Backend index per fully qualified service name.
     services: HashMap<&'static str, usize>,
-    /// Every `/package.Service/Method` path in the descriptor set.
-    methods: HashSet<String>,
 }
 
 impl RouteTable {
@@ -81,11 +73,7 @@ impl RouteTable {
                 channel,
             });
         }
-        Ok(Self {
-            backends,
-            services,
-            methods: known_methods(),
-        })
+        Ok(Self { backends, services })
     }
 
     /// The backends, in configuration order.
@@ -103,41 +91,18 @@ impl RouteTable {
 
     /// Routes one request path.
     pub(crate) fn route<'a>(&'a self, path: &'a str) -> Route<'a> {
-        if LOCAL_PREFIXES.iter().any(|p| path.starts_with(p)) {
-            return Route::Local;
-        }
-        let Some((service, method)) = path
-            .strip_prefix('/')
-            .and_then(|rest| rest.split_once('/'))
-            .filter(|(s, m)| !s.is_empty() && !m.is_empty() && !m.contains('/'))
-        else {
-            return Route::Malformed;
-        };
-        match self.services.get(service) {
-            None => Route::UnknownService(service),
-            Some(_) if !self.methods.contains(path) => Route::UnknownMethod { service, method },
-            Some(&index) => Route::Backend(&self.backends[index]),
+        match MethodCatalogue::global().lookup(path) {
+            Lookup::Infrastructure => Route::Local,
+            Lookup::Method(method) => match self.services.get(method.service.as_str()) {
+                Some(&index) => Route::Backend(&self.backends[index]),
+                // Unreachable while the backend list covers the catalogue (a unit test checks).
+                None => Route::UnknownService(&method.service),
+            },
+            Lookup::UnknownMethod { service, method } => Route::UnknownMethod { service, method },
+            Lookup::UnknownService(service) => Route::UnknownService(service),
+            Lookup::Malformed => Route::Malformed,
         }
     }
-}
-
-fn known_methods() -> HashSet<String> {
-    // The descriptor set is generated at build time and checked by umcp-proto's tests.
-    let set =
-        prost_types::FileDescriptorSet::decode(umcp_proto::FILE_DESCRIPTOR_SET).unwrap_or_default();
-    set.file
-        .iter()
-        .flat_map(|file| {
-            let package = file.package().to_owned();
-            file.service.iter().flat_map(move |service| {
-                let prefix = format!("/{package}.{}/", service.name());
-                service
-                    .method
-                    .iter()
-                    .map(move |m| format!("{prefix}{}", m.name()))
-            })
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -151,10 +116,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn every_catalogue_service_has_a_backend() {
+        let config = GatewayConfig::default();
+        let configured: Vec<&str> = config.backends.entries().iter().map(|e| e.1).collect();
+        let catalogue: Vec<&str> = MethodCatalogue::global()
+            .services()
+            .iter()
+            .map(String::as_str)
+            .collect();
+        let mut a = configured.clone();
+        let mut b = catalogue.clone();
+        a.sort_unstable();
+        b.sort_unstable();
+        assert_eq!(a, b, "gateway backends and catalogue services differ");
+    }
+
+    #[tokio::test]
     async fn routes_every_method_of_every_service() {
         let table = table();
-        assert!(table.methods.len() >= 28, "{}", table.methods.len());
-        for path in &table.methods {
+        for method in MethodCatalogue::global().methods() {
+            let path = method.path.as_str();
             match table.route(path) {
                 Route::Backend(b) => assert!(path.starts_with(&format!("/{}/", b.service))),
                 other => panic!("{path} routed to {other:?}"),

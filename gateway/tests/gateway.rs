@@ -37,7 +37,12 @@ async fn graph_service(dir: &std::path::Path, issuer: &TestIssuer) -> Spawned {
     };
     let verifier = issuer.verifier();
     Spawned::start(|listener, shutdown| {
-        umcp_graph::run_with(listener, config, verifier, shutdown.wait())
+        umcp_graph::serve(
+            listener,
+            config,
+            umcp_graph::Wiring::unaudited(verifier, "graph"),
+            shutdown.wait(),
+        )
     })
     .await
 }
@@ -51,7 +56,14 @@ async fn gateway(graph: &str, execution: &str, issuer: &TestIssuer) -> Spawned {
     config.health_interval_ms = 100;
     let verifier = Some(issuer.verifier());
     Spawned::start(|listener, shutdown| {
-        umcp_gateway::serve(listener, config, verifier, shutdown.wait())
+        umcp_gateway::serve(
+            listener,
+            config,
+            verifier,
+            umcp_audit_client::Emitter::new(None, "gateway"),
+            None,
+            shutdown.wait(),
+        )
     })
     .await
 }

@@ -43,8 +43,10 @@ impl Recorder {
         let backend = Backend::default();
         let seen = Arc::clone(&backend.seen);
         let server = Spawned::start(|listener, shutdown| async move {
-            let routes = tonic::service::Routes::new(ExecutionServiceServer::new(backend));
-            umcp_rpc::serve("recording", listener, routes, shutdown.wait()).await
+            umcp_rpc::Server::new("recording")
+                .add_service(ExecutionServiceServer::new(backend))
+                .serve(listener, shutdown.wait())
+                .await
         })
         .await;
         Self { server, seen }

@@ -10,7 +10,8 @@ use tonic::Code;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::MetadataValue;
 use umcp_authz::claims::Claims;
-use umcp_authz::permissions::{METHODS, Requirement, Role};
+use umcp_authz::permissions::Role;
+use umcp_proto::catalogue::{Access, MethodCatalogue};
 use umcp_proto::graph::v1::{GetMetricsRequest, GetMetricsResponse};
 use umcp_testkit::Spawned;
 use umcp_testkit::issuer::TestIssuer;
@@ -210,13 +211,13 @@ async fn every_bad_token_is_rejected_at_the_gateway_and_at_the_service() {
 
 /// What a role (or no token) gets for a requirement, given that the gateway under test has every
 /// backend disabled: calls that pass the permission check end in `UNAVAILABLE` ("not enabled").
-fn expected(role: Option<Role>, requirement: Requirement) -> Code {
+fn expected(role: Option<Role>, requirement: Access) -> Code {
     match (requirement, role) {
-        (Requirement::Public, _) => Code::Unavailable,
+        (Access::Public, _) => Code::Unavailable,
         (_, None) => Code::Unauthenticated,
-        (Requirement::Authenticated, Some(_)) => Code::Unavailable,
-        (Requirement::Permission(p), Some(role)) if role.grants(p) => Code::Unavailable,
-        (Requirement::Permission(_), Some(_)) => Code::PermissionDenied,
+        (Access::Authenticated, Some(_)) => Code::Unavailable,
+        (Access::Permission(p), Some(role)) if role.grants(p) => Code::Unavailable,
+        (Access::Permission(_), Some(_)) => Code::PermissionDenied,
     }
 }
 
@@ -230,16 +231,16 @@ async fn rbac_matrix_every_role_times_every_rpc() {
     let roles: Vec<Option<Role>> = std::iter::once(None).chain(Role::ALL.map(Some)).collect();
     for role in roles {
         let header = role.map(|r| format!("Bearer {}", issuer.token("matrix", &[r])));
-        for (service, method, requirement) in METHODS {
-            let path = format!("/{service}/{method}");
-            let code = call(gw.channel(), &path, header.as_deref()).await;
+        for method in MethodCatalogue::global().methods() {
+            let path = &method.path;
+            let code = call(gw.channel(), path, header.as_deref()).await;
             assert_eq!(
                 code,
-                expected(role, *requirement),
+                expected(role, method.access),
                 "{role:?} calling {path}"
             );
             checked += 1;
         }
     }
-    assert_eq!(checked, 5 * METHODS.len());
+    assert_eq!(checked, 5 * MethodCatalogue::global().methods().count());
 }

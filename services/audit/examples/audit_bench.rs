@@ -17,13 +17,11 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use prost_types::Timestamp;
-use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use umcp_audit::chain::ChainKey;
 use umcp_audit::signed::CheckpointKey;
 use umcp_audit::{AuditGrpc, AuditLog, LogOptions};
-use umcp_authz::AuthLayer;
 use umcp_authz::permissions::Role;
 use umcp_proto::audit::v1::audit_service_client::AuditServiceClient;
 use umcp_proto::audit::v1::audit_service_server::AuditServiceServer;
@@ -230,15 +228,11 @@ async fn main() {
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let routes = Routes::new(AuditServiceServer::new(AuditGrpc::new(Arc::clone(&log))));
-    let layer = AuthLayer::new(issuer.verifier());
-    tokio::spawn(umcp_rpc::serve_with_auth(
-        "audit",
-        listener,
-        routes,
-        layer,
-        std::future::pending(),
-    ));
+    let svc = AuditServiceServer::new(AuditGrpc::new(Arc::clone(&log)));
+    let server = umcp_rpc::Server::new("audit")
+        .auth(issuer.verifier())
+        .add_service(svc);
+    tokio::spawn(server.serve(listener, std::future::pending()));
     let channel = umcp_testkit::channel(addr);
     let service: Client = AuditServiceClient::new(umcp_testkit::authed(
         channel.clone(),

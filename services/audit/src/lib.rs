@@ -27,8 +27,7 @@ mod writer;
 use std::future::Future;
 use std::sync::Arc;
 
-use tonic::service::Routes;
-use umcp_authz::{AuthClient, AuthLayer, Verifier};
+use umcp_authz::{AuthClient, Verifier};
 use umcp_proto::audit::v1::audit_service_server::AuditServiceServer;
 use umcp_rpc::process::ProcessConfig;
 
@@ -120,28 +119,22 @@ pub async fn serve(
         damaged = log.damage().is_some(),
         "audit service ready"
     );
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_serving::<AuditServiceServer<AuditGrpc>>()
-        .await;
     let svc = AuditServiceServer::new(AuditGrpc::new(Arc::clone(&log)))
         .max_decoding_message_size(umcp_rpc::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(umcp_rpc::MAX_MESSAGE_BYTES);
-    let routes = Routes::new(health).add_service(svc);
     let streams = Arc::clone(&log);
     let shutdown = async move {
         shutdown.await;
         // Tail streams never end on their own; graceful shutdown would wait for them.
         streams.stop_streams();
     };
-    let result = umcp_rpc::serve_with_auth(
-        "audit",
-        listener,
-        routes,
-        AuthLayer::new(verifier),
-        shutdown,
-    )
-    .await;
+    // The audit service is the sink of every other's events: it records nothing about itself
+    // through an emitter (that would loop); its own RPCs are answered, not audited.
+    let result = umcp_rpc::Server::new("audit")
+        .auth(verifier)
+        .add_service(svc)
+        .serve(listener, shutdown)
+        .await;
     // Let the writer finish the commits it has (their callers are gone, the data is not).
     tokio::task::spawn_blocking(move || log.close()).await.ok();
     result.map_err(Error::from)

@@ -318,7 +318,7 @@ impl AuthService for AuthGrpc {
             permissions: caller
                 .permissions()
                 .iter()
-                .map(|p| p.as_str().to_owned())
+                .map(|p| p.scope().to_owned())
                 .collect(),
             auth_method: caller.auth_method.as_str().into(),
             token_expires_at: Some(timestamp(caller.expires_at.saturating_mul(1_000_000))),

@@ -37,7 +37,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tonic::service::Routes;
 use umcp_proto::auth::v1::auth_service_server::AuthServiceServer;
 use umcp_rpc::process::ProcessConfig;
 use umcp_store::grafeo::{GrafeoConfig, GrafeoStore};
@@ -93,21 +92,15 @@ pub async fn run(
     bootstrap::ensure_admin(&core, &config).await?;
     bootstrap::ensure_service_key(&core, &config).await?;
 
-    let (reporter, health_service) = tonic_health::server::health_reporter();
-    reporter
-        .set_serving::<AuthServiceServer<grpc::AuthGrpc>>()
-        .await;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let janitor = tokio::spawn(Arc::clone(&core).janitor(
         Duration::from_secs(config.janitor_interval_secs),
         stop_rx.clone(),
     ));
     let service = grpc::AuthGrpc::new(Arc::clone(&core), config.trust_forwarded_for, stop_rx);
-    let routes = Routes::new(health_service).add_service(
-        AuthServiceServer::new(service)
-            .max_decoding_message_size(MAX_REQUEST_BYTES)
-            .max_encoding_message_size(umcp_rpc::MAX_MESSAGE_BYTES),
-    );
+    let svc = AuthServiceServer::new(service)
+        .max_decoding_message_size(MAX_REQUEST_BYTES)
+        .max_encoding_message_size(umcp_rpc::MAX_MESSAGE_BYTES);
     let shutdown = async move {
         shutdown.await;
         // Ends open WatchRevocations streams and the janitor, so graceful shutdown can finish.
@@ -117,56 +110,15 @@ pub async fn run(
         Arc::new(self_token::SelfToken::new(&core));
     let emitter = umcp_audit_client::start_emitter(&config.audit, Some(credentials), "auth")
         .map_err(|e| Error::Audit(e.to_string()))?;
-    let mut auth = umcp_authz::AuthLayer::new(Arc::clone(&core.verifier));
-    if emitter.enabled() {
-        auth = auth.observed(Arc::new(emitter.clone()));
-    }
-    let audit = umcp_audit_client::AuditLayer::new(emitter, audit_rules());
-    let result =
-        umcp_rpc::serve_with_auth_and("auth", listener, routes, auth, audit, shutdown).await;
+    let result = umcp_rpc::Server::new("auth")
+        .auth(Arc::clone(&core.verifier))
+        .audit(emitter)
+        .add_service(svc)
+        .serve(listener, shutdown)
+        .await;
     let _ = janitor.await;
     release(core).await;
     result.map_err(Error::from)
-}
-
-/// What each RPC records. Sign-ins are `auth_success` / `auth_failure` (throttled ones also
-/// `rate_limit_exceeded`, a reused refresh token also `security_violation`); administration is
-/// audited-critical: its event is durable before it runs.
-fn audit_rules() -> Vec<(String, umcp_audit_client::Rule)> {
-    use tonic::Code;
-    use umcp_audit_client::Rule;
-    use umcp_proto::audit::v1::EventType;
-    const SERVICE: &str = "/umcp.auth.v1.AuthService/";
-    let sign_in = |action| Rule {
-        before: None,
-        ok: EventType::AuthSuccess,
-        failed: EventType::AuthFailure,
-        violation_on: &[],
-        rate_limited_on: &[Code::ResourceExhausted],
-        action,
-    };
-    let admin = |action| Rule::critical(EventType::DataWrite, EventType::DataWrite, action);
-    [
-        ("Login", sign_in("login")),
-        ("Refresh", sign_in("refresh")),
-        ("ExchangeApiKey", sign_in("exchange_api_key")),
-        ("Logout", Rule::after(EventType::DataWrite, "logout")),
-        ("CreateUser", admin("create_user")),
-        ("SetUserRoles", admin("set_user_roles")),
-        ("DisableUser", admin("disable_user")),
-        ("CreateApiKey", admin("create_api_key")),
-        ("RevokeApiKey", admin("revoke_api_key")),
-        ("RotateSigningKey", admin("rotate_signing_key")),
-        ("ListUsers", Rule::after(EventType::DataRead, "list_users")),
-        (
-            "ListApiKeys",
-            Rule::after(EventType::DataRead, "list_api_keys"),
-        ),
-        ("WhoAmI", Rule::after(EventType::DataRead, "whoami")),
-    ]
-    .into_iter()
-    .map(|(method, rule)| (format!("{SERVICE}{method}"), rule))
-    .collect()
 }
 
 /// Waits until nothing but `core` holds the domain, then drops it, so the store is closed

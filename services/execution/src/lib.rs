@@ -26,15 +26,13 @@ pub mod validate;
 use std::future::Future;
 use std::sync::Arc;
 
-use tonic::service::Routes;
-use umcp_audit_client::{AuditLayer, Emitter, Rule};
-use umcp_proto::audit::v1::EventType;
 use umcp_proto::execution::v1::execution_service_server::ExecutionServiceServer;
 
 pub use config::ExecutionConfig;
 use sandbox::{NamespaceSandbox, Sandbox, SandboxOptions};
 pub use service::ExecutionService;
 use sink::ResultSink;
+pub use umcp_rpc::Wiring;
 
 /// Builds the sandbox the configuration asks for, refusing weak isolation unless the insecure
 /// development flag is set.
@@ -92,47 +90,25 @@ pub async fn run(
         .clone()
         .map(|c| c as Arc<dyn umcp_audit_client::TokenProvider>);
     let emitter = umcp_audit_client::start_emitter(&config.audit, credentials, "execution")?;
-    serve(listener, config, verifier, sink, emitter, shutdown).await
+    serve(
+        listener,
+        config,
+        Wiring { verifier, emitter },
+        sink,
+        shutdown,
+    )
+    .await
 }
 
-/// [`run`] with the token verifier given (tests bring their own issuer) and no result sink.
-///
-/// # Errors
-/// See [`run`].
-pub async fn run_with(
-    listener: tokio::net::TcpListener,
-    config: ExecutionConfig,
-    verifier: Arc<umcp_authz::Verifier>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    run_with_sink(listener, config, verifier, None, shutdown).await
-}
-
-/// [`run_with`] reporting finished work to `sink`.
-///
-/// # Errors
-/// See [`run`].
-pub async fn run_with_sink(
-    listener: tokio::net::TcpListener,
-    config: ExecutionConfig,
-    verifier: Arc<umcp_authz::Verifier>,
-    sink: Option<Arc<dyn ResultSink>>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let emitter = Emitter::new(None, "execution");
-    serve(listener, config, verifier, sink, emitter, shutdown).await
-}
-
-/// Everything given: the verifier, the result sink and the audit emitter.
+/// [`run`] with the verifier, emitter and result sink given: the entry tests use.
 ///
 /// # Errors
 /// See [`run`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     config: ExecutionConfig,
-    verifier: Arc<umcp_authz::Verifier>,
+    wiring: Wiring,
     sink: Option<Arc<dyn ResultSink>>,
-    emitter: Emitter,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let sandbox = build_sandbox(&config)?;
@@ -153,47 +129,13 @@ pub async fn serve(
         "execution service ready"
     );
     let grpc = grpc::GrpcExecution::new(Arc::new(service));
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_serving::<ExecutionServiceServer<grpc::GrpcExecution>>()
-        .await;
     let svc = ExecutionServiceServer::new(grpc)
         .max_decoding_message_size(umcp_rpc::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(response_limit);
-    let routes = Routes::new(health).add_service(svc);
-    let mut auth = umcp_authz::AuthLayer::new(verifier);
-    if emitter.enabled() {
-        auth = auth.observed(Arc::new(emitter.clone()));
-    }
-    let audit = AuditLayer::new(emitter, audit_rules());
-    umcp_rpc::serve_with_auth_and("execution", listener, routes, auth, audit, shutdown).await?;
+    wiring
+        .server("execution")
+        .add_service(svc)
+        .serve(listener, shutdown)
+        .await?;
     Ok(())
-}
-
-/// What each RPC records. Running code is audited-critical (its event is durable before the
-/// sandbox starts); lint and templates are recorded when answered. A run killed by a sandbox
-/// limit is flagged by the handler (`x-umcp-violation`) and recorded as a security violation.
-fn audit_rules() -> Vec<(String, Rule)> {
-    const SERVICE: &str = "/umcp.execution.v1.ExecutionService/";
-    let execute = Rule::critical(
-        EventType::CodeExecution,
-        EventType::CodeExecution,
-        "execute",
-    );
-    [
-        ("Execute", execute),
-        ("ExecuteStream", execute),
-        (
-            "RunTests",
-            Rule::critical(EventType::CodeTest, EventType::CodeTest, "test"),
-        ),
-        ("Lint", Rule::after(EventType::CodeLint, "lint")),
-        (
-            "GenerateCode",
-            Rule::after(EventType::CodeGeneration, "generate"),
-        ),
-    ]
-    .into_iter()
-    .map(|(method, rule)| (format!("{SERVICE}{method}"), rule))
-    .collect()
 }

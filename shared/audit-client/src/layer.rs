@@ -21,6 +21,7 @@ use tonic::transport::server::TcpConnectInfo;
 use tower::{Layer, Service};
 use umcp_authz::Principal;
 use umcp_proto::audit::v1::EventType;
+use umcp_proto::catalogue::MethodCatalogue;
 
 use crate::emit::{Emitter, Event};
 
@@ -28,65 +29,30 @@ use crate::emit::{Emitter, Event};
 /// limit kill, a reused refresh token); the value names the kind.
 pub const VIOLATION_HEADER: &str = "x-umcp-violation";
 
-/// How one method is audited.
-#[derive(Debug, Clone, Copy)]
-pub struct Rule {
-    /// Recorded durably before the call (the call is refused with UNAVAILABLE otherwise).
-    pub before: Option<EventType>,
-    /// Recorded when the call succeeds.
-    pub ok: EventType,
-    /// Recorded when it fails.
-    pub failed: EventType,
-    /// These codes add a `security_violation` event.
-    pub violation_on: &'static [Code],
-    /// These codes add a `rate_limit_exceeded` event.
-    pub rate_limited_on: &'static [Code],
-    /// The action name in events (`upsert`, `execute`, …).
-    pub action: &'static str,
-}
-
-impl Rule {
-    /// One event type whatever the outcome, nothing before.
-    #[must_use]
-    pub const fn after(event: EventType, action: &'static str) -> Self {
-        Self {
-            before: None,
-            ok: event,
-            failed: event,
-            violation_on: &[],
-            rate_limited_on: &[],
-            action,
-        }
-    }
-
-    /// Audited-critical: `before` must be recorded first; `after` when answered.
-    #[must_use]
-    pub const fn critical(before: EventType, after: EventType, action: &'static str) -> Self {
-        Self {
-            before: Some(before),
-            ok: after,
-            failed: after,
-            violation_on: &[],
-            rate_limited_on: &[],
-            action,
-        }
-    }
-}
+/// How one method is audited: the catalogue's rule, declared in the method's policy option.
+pub use umcp_proto::catalogue::AuditRule as Rule;
 
 /// Layer adding [`AuditService`]; the rules are keyed by `/package.Service/Method`.
 #[derive(Debug, Clone)]
 pub struct AuditLayer {
     emitter: Emitter,
-    rules: Arc<HashMap<String, Rule>>,
+    rules: Arc<HashMap<String, Arc<Rule>>>,
 }
 
 impl AuditLayer {
-    /// Audits the methods in `rules` (by full path) through `emitter`.
+    /// Audits, through `emitter`, every method of `services` (fully qualified names) whose
+    /// catalogue policy has an audit rule.
     #[must_use]
-    pub fn new(emitter: Emitter, rules: impl IntoIterator<Item = (String, Rule)>) -> Self {
+    pub fn for_services<'a>(emitter: Emitter, services: impl IntoIterator<Item = &'a str>) -> Self {
+        let services: Vec<&str> = services.into_iter().collect();
+        let rules = MethodCatalogue::global()
+            .methods()
+            .filter(|m| services.contains(&m.service.as_str()))
+            .filter_map(|m| Some((m.path.clone(), Arc::new(m.audit.clone()?))))
+            .collect();
         Self {
             emitter,
-            rules: Arc::new(rules.into_iter().collect()),
+            rules: Arc::new(rules),
         }
     }
 }
@@ -108,7 +74,7 @@ impl<S> Layer<S> for AuditLayer {
 pub struct AuditService<S> {
     inner: S,
     emitter: Emitter,
-    rules: Arc<HashMap<String, Rule>>,
+    rules: Arc<HashMap<String, Arc<Rule>>>,
 }
 
 type BoxFuture<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
@@ -131,11 +97,11 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let Some(rule) = self.rules.get(request.uri().path()).copied() else {
+        let Some(rule) = self.rules.get(request.uri().path()).cloned() else {
             return Box::pin(inner.call(request));
         };
         let emitter = self.emitter.clone();
-        let base = base_event(&emitter, &request, rule);
+        let base = base_event(&emitter, &request, &rule);
         Box::pin(async move {
             if let Some(before) = rule.before {
                 let mut event = base.clone().detail("stage", "request");
@@ -192,14 +158,14 @@ where
     }
 }
 
-fn base_event<B>(emitter: &Emitter, request: &Request<B>, rule: Rule) -> Event {
+fn base_event<B>(emitter: &Emitter, request: &Request<B>, rule: &Rule) -> Event {
     let path = request.uri().path();
     let peer = request
         .extensions()
         .get::<TcpConnectInfo>()
         .and_then(TcpConnectInfo::remote_addr);
     let mut event = emitter
-        .event(rule.ok, path, rule.action)
+        .event(rule.ok, path, &rule.action)
         .headers(request.headers(), peer);
     if let Some(principal) = request.extensions().get::<Arc<Principal>>() {
         event = event.actor(principal);
@@ -207,40 +173,12 @@ fn base_event<B>(emitter: &Emitter, request: &Request<B>, rule: Rule) -> Event {
     event
 }
 
-/// The gRPC status of a response whose status came with the headers (trailers-only), else OK.
+/// The gRPC status of a response whose status came with the headers (trailers-only), else OK;
+/// tonic's own parser decodes `grpc-message`.
 fn status_of<R>(response: &Response<R>) -> (Code, String) {
-    let headers = response.headers();
-    let code = headers
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<i32>().ok())
-        .map_or(Code::Ok, Code::from_i32);
-    let reason = headers
-        .get("grpc-message")
-        .and_then(|v| v.to_str().ok())
-        .map(|m| percent_decode(m).chars().take(256).collect())
-        .unwrap_or_default();
-    (code, reason)
-}
-
-/// `grpc-message` is percent-encoded UTF-8.
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Ok(byte) = u8::from_str_radix(&text[i + 1..i + 3], 16)
-        {
-            out.push(byte);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    tonic::Status::from_header_map(response.headers()).map_or((Code::Ok, String::new()), |s| {
+        (s.code(), s.message().chars().take(256).collect())
+    })
 }
 
 #[cfg(test)]
@@ -248,18 +186,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn grpc_messages_are_percent_decoded() {
-        assert_eq!(percent_decode("a%20b%3A%20c"), "a b: c");
-        assert_eq!(percent_decode("100%"), "100%");
-        assert_eq!(percent_decode("%E2%9C%93"), "✓");
-    }
-
-    #[test]
     fn status_comes_from_trailers_only_headers() {
-        let response = tonic::Status::permission_denied("writes: not allowed").into_http::<()>();
+        let response =
+            tonic::Status::permission_denied("writes: not allowed ✓ 100%").into_http::<()>();
         assert_eq!(
             status_of(&response),
-            (Code::PermissionDenied, "writes: not allowed".into())
+            (Code::PermissionDenied, "writes: not allowed ✓ 100%".into())
         );
         let ok = Response::new(());
         assert_eq!(status_of(&ok).0, Code::Ok);

@@ -24,7 +24,7 @@ impl AuthObserver for Emitter {
                     event(EventType::AuthzDenied, "authorize")
                         .actor(principal)
                         .outcome(tonic::Code::PermissionDenied, "missing permission")
-                        .detail("permission", permission.as_str()),
+                        .detail("permission", permission.scope()),
                 );
             }
             Outcome::Unauthenticated(error) => {

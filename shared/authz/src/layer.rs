@@ -1,80 +1,45 @@
-//! The tower layer that enforces the permission table on every request, in the gateway and
+//! The tower layer that enforces the catalogue's access rules on every request, in the gateway and
 //! again in every service (a client that bypasses the gateway gets the same answer).
 
-use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use prost::Message;
 use tonic::Status;
 use tonic::metadata::MetadataValue;
 use tower::{Layer, Service};
+use umcp_proto::catalogue::{Access, Lookup, MethodCatalogue};
 
 use crate::forwarded;
-use crate::permissions::{METHODS, Requirement};
 use crate::principal::Principal;
 use crate::verifier::{AuthError, Verifier};
 
-/// `/package.Service/Method` → requirement, built once from [`METHODS`].
-static TABLE: LazyLock<HashMap<String, Requirement>> = LazyLock::new(|| {
-    METHODS
-        .iter()
-        .map(|(service, method, requirement)| (format!("/{service}/{method}"), *requirement))
-        .collect()
-});
-
-/// Every method path of the umcp protos, to tell "exists but has no row" (deny) from "does not
-/// exist" (let the router answer UNIMPLEMENTED with the name).
-static KNOWN: LazyLock<HashSet<String>> = LazyLock::new(|| {
-    let set =
-        prost_types::FileDescriptorSet::decode(umcp_proto::FILE_DESCRIPTOR_SET).unwrap_or_default();
-    set.file
-        .iter()
-        .flat_map(|f| {
-            let package = f.package().to_owned();
-            f.service.iter().flat_map(move |s| {
-                let service = format!("{package}.{}", s.name());
-                s.method
-                    .iter()
-                    .map(move |m| format!("/{service}/{}", m.name()))
-            })
-        })
-        .collect()
-});
-
-const PUBLIC_PREFIXES: &[&str] = &[
-    "/grpc.health.v1.Health/",
-    "/grpc.reflection.v1.ServerReflection/",
-    "/grpc.reflection.v1alpha.ServerReflection/",
-];
-
-/// What the layer decided before calling the inner service.
+/// What the layer decides before calling the inner service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gate {
-    /// No token needed.
+    /// No token needed (public RPCs, health, reflection).
     Public,
-    /// Not a umcp method: the inner service answers (UNIMPLEMENTED).
+    /// Not a umcp method: the inner service answers (UNIMPLEMENTED, naming it).
     Unknown,
     /// A token is needed, and maybe a permission.
-    Protected(Requirement),
-    /// A real method without a row: refused (default deny).
-    Unlisted,
+    Protected(Access),
 }
 
-/// Classifies a request path.
+/// Classifies a request path by the method catalogue. There is no "unlisted" case: the
+/// catalogue refuses to load when any RPC lacks a policy.
 #[must_use]
 pub fn gate(path: &str) -> Gate {
-    if PUBLIC_PREFIXES.iter().any(|p| path.starts_with(p)) {
-        return Gate::Public;
-    }
-    match TABLE.get(path) {
-        Some(Requirement::Public) => Gate::Public,
-        Some(requirement) => Gate::Protected(*requirement),
-        None if KNOWN.contains(path) => Gate::Unlisted,
-        None => Gate::Unknown,
+    match MethodCatalogue::global().lookup(path) {
+        Lookup::Infrastructure => Gate::Public,
+        Lookup::Method(method) => match method.access {
+            Access::Public => Gate::Public,
+            access => Gate::Protected(access),
+        },
+        Lookup::UnknownMethod { .. } | Lookup::UnknownService(_) | Lookup::Malformed => {
+            Gate::Unknown
+        }
     }
 }
 
@@ -195,13 +160,6 @@ where
                     inner.call(request).await
                 });
             }
-            Gate::Unlisted => {
-                let status = Status::permission_denied(format!(
-                    "{} is not in the permission table and is refused",
-                    request.uri().path()
-                ));
-                return Box::pin(async move { Ok(status.into_http()) });
-            }
             Gate::Protected(requirement) => requirement,
         };
         let observer = self.observer.clone();
@@ -222,7 +180,7 @@ where
                     return Ok(reject(&error).into_http());
                 }
             };
-            if let Requirement::Permission(permission) = requirement
+            if let Access::Permission(permission) = requirement
                 && !principal.has(permission)
             {
                 observe(
@@ -298,11 +256,11 @@ mod tests {
         assert_eq!(gate("/umcp.auth.v1.AuthService/Login"), Gate::Public);
         assert_eq!(
             gate("/umcp.auth.v1.AuthService/WhoAmI"),
-            Gate::Protected(Requirement::Authenticated)
+            Gate::Protected(Access::Authenticated)
         );
         assert_eq!(
             gate("/umcp.graph.v1.GraphService/Delete"),
-            Gate::Protected(Requirement::Permission(Permission::GraphDelete))
+            Gate::Protected(Access::Permission(Permission::GraphDelete))
         );
         assert_eq!(gate("/umcp.graph.v1.GraphService/Nope"), Gate::Unknown);
         assert_eq!(gate("/acme.Billing/Charge"), Gate::Unknown);

@@ -1,14 +1,27 @@
-//! Serving a set of tonic services the same way in every process.
+//! The one way every umcp process assembles its gRPC server: [`Server`].
+//!
+//! ```text
+//! Server::new("graph").auth(verifier).audit(emitter).add_service(svc).serve(listener, stop)
+//! ```
+//!
+//! The layer stack, outermost first, is built in [`Server::serve`] and nowhere else; the gateway
+//! uses [`Server::serve_proxy`], the same stack without the routes of its own.
 
+use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
+use http::{Request, Response};
 use tokio::net::TcpListener;
-use tonic::service::Routes;
-use tonic::transport::Server;
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::service::RoutesBuilder;
 use tonic::transport::server::TcpIncoming;
+use tower::Service;
 
-use umcp_authz::AuthLayer;
+use umcp_audit_client::{AuditLayer, Emitter};
+use umcp_authz::{AuthLayer, Verifier};
 
 use crate::correlation::CorrelationLayer;
 use crate::framing::FramingLayer;
@@ -28,10 +41,10 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// A `Server` builder with the settings every umcp process shares.
+/// A tonic `Server` builder with the transport settings every umcp process shares.
 #[must_use]
-pub fn server_builder() -> Server {
-    Server::builder()
+pub fn server_builder() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
         // gRPC is latency-sensitive request/response traffic: never wait for Nagle.
         .tcp_nodelay(true)
         // Detect dead peers (half-open connections through NATs, killed pods).
@@ -43,8 +56,8 @@ pub fn server_builder() -> Server {
         .http2_max_header_list_size(Some(16 * 1024))
 }
 
-/// Reflection services (v1 and v1alpha: grpcurl 1.8 speaks v1alpha) describing every umcp API
-/// and `grpc.health.v1`.
+/// Reflection services (v1 and v1alpha: grpcurl 1.8 speaks v1alpha) describing every umcp API,
+/// its method policies included, and `grpc.health.v1`.
 ///
 /// # Errors
 /// When the embedded descriptor sets are invalid (a build defect).
@@ -68,98 +81,206 @@ pub fn reflection_services() -> Result<
     Ok((builder().build_v1()?, builder().build_v1alpha()?))
 }
 
-/// Serves `routes` (the service's own gRPC services and its health service) plus reflection on
-/// `listener` until `shutdown` completes. `component` names the process in log spans.
-///
-/// Without an [`AuthLayer`]: only for test doubles. Services use [`serve_with_auth`].
-///
-/// # Errors
-/// See [`ServeError`].
-pub async fn serve(
+/// A umcp gRPC server under construction. See the module docs.
+pub struct Server {
     component: &'static str,
-    listener: TcpListener,
-    routes: Routes,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), ServeError> {
-    serve_inner(component, listener, routes, None, shutdown).await
+    verifier: Option<Arc<Verifier>>,
+    emitter: Option<Emitter>,
+    routes: RoutesBuilder,
+    services: Vec<&'static str>,
 }
 
-/// [`serve`] with the permission table enforced on the service's own port (not only at the
-/// gateway: a client that bypasses the gateway gets the same answer).
-///
-/// # Errors
-/// See [`ServeError`].
-pub async fn serve_with_auth(
-    component: &'static str,
-    listener: TcpListener,
-    routes: Routes,
-    auth: AuthLayer,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), ServeError> {
-    serve_inner(component, listener, routes, Some(auth), shutdown).await
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("component", &self.component)
+            .field("auth", &self.verifier.is_some())
+            .field("audit", &self.emitter.is_some())
+            .field("services", &self.services)
+            .finish_non_exhaustive()
+    }
 }
 
-/// [`serve_with_auth`] with `inner` applied to the routes, below the auth layer, so it sees the
-/// verified caller (the audit layer).
-///
-/// # Errors
-/// See [`ServeError`].
-pub async fn serve_with_auth_and<L>(
-    component: &'static str,
-    listener: TcpListener,
-    routes: Routes,
-    auth: AuthLayer,
-    inner: L,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), ServeError>
-where
-    L: tower::Layer<Routes>,
-    L::Service: tower::Service<
-            http::Request<tonic::body::Body>,
-            Response = http::Response<tonic::body::Body>,
-            Error = std::convert::Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    <L::Service as tower::Service<http::Request<tonic::body::Body>>>::Future: Send + 'static,
-{
-    let (v1, v1alpha) = reflection_services()?;
-    let routes = routes.add_service(v1).add_service(v1alpha);
-    let service = inner.layer(routes);
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    tracing::info!(component, auth = true, "serving");
-    server_builder()
-        .layer(CorrelationLayer::new(component))
-        // Malformed calls (not gRPC, no or two messages, cut short) get a precise status.
-        .layer(FramingLayer)
-        .layer(auth)
-        .serve_with_incoming_shutdown(service, incoming, shutdown)
-        .await?;
-    tracing::info!(component, "stopped");
-    Ok(())
+impl Server {
+    /// A server named `component` in logs and audit events. Without [`Server::auth`] it
+    /// enforces nothing: only test doubles serve that way.
+    #[must_use]
+    pub fn new(component: &'static str) -> Self {
+        Self {
+            component,
+            verifier: None,
+            emitter: None,
+            routes: RoutesBuilder::default(),
+            services: Vec::new(),
+        }
+    }
+
+    /// Enforces the method catalogue's access rules with `verifier` on this port (not only at
+    /// the gateway: a client that bypasses it gets the same answer).
+    #[must_use]
+    pub fn auth(mut self, verifier: Arc<Verifier>) -> Self {
+        self.verifier = Some(verifier);
+        self
+    }
+
+    /// [`Server::auth`] when a verifier is given (the gateway with `require_auth=false`).
+    #[must_use]
+    pub fn auth_if(self, verifier: Option<Arc<Verifier>>) -> Self {
+        match verifier {
+            Some(verifier) => self.auth(verifier),
+            None => self,
+        }
+    }
+
+    /// Records every authorization decision, and the catalogue's audit rules of the added
+    /// services, through `emitter` (a disabled emitter records nothing).
+    #[must_use]
+    pub fn audit(mut self, emitter: Emitter) -> Self {
+        self.emitter = Some(emitter);
+        self
+    }
+
+    /// Serves `service`, and reports it `SERVING` on the health service.
+    #[must_use]
+    pub fn add_service<S>(mut self, service: S) -> Self
+    where
+        S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.services.push(S::NAME);
+        self.routes.add_service(service);
+        self
+    }
+
+    fn auth_layer(&self) -> Option<AuthLayer> {
+        let layer = AuthLayer::new(Arc::clone(self.verifier.as_ref()?));
+        Some(match &self.emitter {
+            Some(emitter) if emitter.enabled() => layer.observed(Arc::new(emitter.clone())),
+            _ => layer,
+        })
+    }
+
+    /// Serves the added services, their health and reflection on `listener` until `shutdown`
+    /// completes; in-flight calls finish first.
+    ///
+    /// # Errors
+    /// See [`ServeError`].
+    pub async fn serve(
+        mut self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServeError> {
+        let (reporter, health) = tonic_health::server::health_reporter();
+        for name in &self.services {
+            reporter
+                .set_service_status(*name, tonic_health::ServingStatus::Serving)
+                .await;
+        }
+        let (v1, v1alpha) = reflection_services()?;
+        self.routes
+            .add_service(health)
+            .add_service(v1)
+            .add_service(v1alpha);
+        let auth = self.auth_layer();
+        let audit = self
+            .emitter
+            .take()
+            .map(|emitter| AuditLayer::for_services(emitter, self.services.iter().copied()));
+        let Self {
+            component, routes, ..
+        } = self;
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        tracing::info!(component, auth = auth.is_some(), "serving");
+        server_builder()
+            // Outermost, so even a rejected call has a correlation id on its logs and response.
+            .layer(CorrelationLayer::new(component))
+            // Malformed calls (not gRPC, no or two messages, cut short) get a precise status.
+            .layer(FramingLayer)
+            // Then the catalogue's access rules: nothing below runs for a caller who may not.
+            .layer(tower::util::option_layer(auth))
+            // Below auth, so events name the verified caller; before the handler, so a
+            // critical call's event is durable before it runs.
+            .layer(tower::util::option_layer(audit))
+            .add_routes(routes.routes())
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await?;
+        tracing::info!(component, "stopped");
+        Ok(())
+    }
+
+    /// Serves `proxy` (the gateway, which answers health and reflection itself and forwards
+    /// the rest) behind correlation and access rules, until `shutdown` completes. Framing is
+    /// left to the backends, which see every byte of the call.
+    ///
+    /// # Errors
+    /// See [`ServeError`].
+    pub async fn serve_proxy<P>(
+        self,
+        proxy: P,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServeError>
+    where
+        P: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+            + Clone
+            + Send
+            + 'static,
+        P::Future: Send + 'static,
+    {
+        let auth = self.auth_layer();
+        let component = self.component;
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        tracing::info!(component, auth = auth.is_some(), "serving");
+        server_builder()
+            // Outermost: every request, even a rejected one, gets a correlation id and a span.
+            .layer(CorrelationLayer::new(component))
+            // Then the access rules, before any routing work or backend connection is spent.
+            .layer(tower::util::option_layer(auth))
+            .serve_with_incoming_shutdown(proxy, incoming, shutdown)
+            .await?;
+        tracing::info!(component, "stopped");
+        Ok(())
+    }
 }
 
-async fn serve_inner(
-    component: &'static str,
-    listener: TcpListener,
-    routes: Routes,
-    auth: Option<AuthLayer>,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), ServeError> {
-    let (v1, v1alpha) = reflection_services()?;
-    let routes = routes.add_service(v1).add_service(v1alpha);
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    tracing::info!(component, auth = auth.is_some(), "serving");
-    server_builder()
-        // Outermost, so even a rejected call has a correlation id on its logs and response.
-        .layer(CorrelationLayer::new(component))
-        // Malformed calls (not gRPC, no or two messages, cut short) get a precise status.
-        .layer(FramingLayer)
-        // Then the permission table: nothing below runs for a caller who may not call it.
-        .layer(tower::util::option_layer(auth))
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await?;
-    tracing::info!(component, "stopped");
-    Ok(())
+/// What a service needs from the rest of the mesh to serve: the token verifier and the audit
+/// emitter. `run` builds it from config; tests build it from their own issuer.
+#[derive(Clone)]
+pub struct Wiring {
+    /// Verifies tokens on the service's own port.
+    pub verifier: Arc<Verifier>,
+    /// Records authorization decisions and the catalogue's audit rules.
+    pub emitter: Emitter,
+}
+
+impl std::fmt::Debug for Wiring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wiring")
+            .field("audit", &self.emitter.enabled())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Wiring {
+    /// Tokens verified by `verifier`, nothing audited (`component` names the disabled emitter).
+    #[must_use]
+    pub fn unaudited(verifier: Arc<Verifier>, component: &'static str) -> Self {
+        Self {
+            verifier,
+            emitter: Emitter::new(None, component),
+        }
+    }
+
+    /// A [`Server`] named `component` that enforces and audits with this wiring.
+    #[must_use]
+    pub fn server(self, component: &'static str) -> Server {
+        Server::new(component)
+            .auth(self.verifier)
+            .audit(self.emitter)
+    }
 }

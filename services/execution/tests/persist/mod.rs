@@ -28,7 +28,12 @@ async fn start_graph(issuer: &TestIssuer, dir: &std::path::Path) -> Spawned {
     let config = graph_config(dir);
     let verifier = issuer.verifier();
     Spawned::start(|listener, shutdown| {
-        umcp_graph::run_with(listener, config, verifier, shutdown.wait())
+        umcp_graph::serve(
+            listener,
+            config,
+            umcp_graph::Wiring::unaudited(verifier, "graph"),
+            shutdown.wait(),
+        )
     })
     .await
 }
@@ -46,10 +51,10 @@ async fn restart_graph(
         .await
         .expect("rebind the graph's port");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(umcp_graph::run_with(
+    let task = tokio::spawn(umcp_graph::serve(
         listener,
         graph_config(dir),
-        issuer.verifier(),
+        umcp_graph::Wiring::unaudited(issuer.verifier(), "graph"),
         async move {
             let _ = stopped.await;
         },
@@ -269,7 +274,13 @@ async fn generated_code_is_persisted_through_the_grpc_service() {
     let verifier = issuer.verifier();
     let config = crate::config(2);
     let server = Spawned::start(|listener, shutdown| {
-        umcp_execution::run_with_sink(listener, config, verifier, Some(sink), shutdown.wait())
+        umcp_execution::serve(
+            listener,
+            config,
+            umcp_execution::Wiring::unaudited(verifier, "execution"),
+            Some(sink),
+            shutdown.wait(),
+        )
     })
     .await;
     let developer = issuer.bearer("dave", &[Role::Developer]);

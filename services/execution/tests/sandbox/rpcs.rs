@@ -162,7 +162,13 @@ async fn grpc_round_trip_with_bad_requests_and_list_languages() {
     let issuer = umcp_testkit::issuer::TestIssuer::new();
     let verifier = issuer.verifier();
     let server = umcp_testkit::Spawned::start(|listener, shutdown| {
-        umcp_execution::run_with(listener, cfg, verifier, shutdown.wait())
+        umcp_execution::serve(
+            listener,
+            cfg,
+            umcp_execution::Wiring::unaudited(verifier, "execution"),
+            None,
+            shutdown.wait(),
+        )
     })
     .await;
     // Without a token nothing runs; a viewer may list languages but not execute.

@@ -39,7 +39,12 @@ pub(crate) async fn start() -> Harness {
     let issuer = TestIssuer::new();
     let verifier = issuer.verifier();
     let server = Spawned::start(|listener, shutdown| {
-        umcp_graph::run_with(listener, config, verifier, shutdown.wait())
+        umcp_graph::serve(
+            listener,
+            config,
+            umcp_graph::Wiring::unaudited(verifier, "graph"),
+            shutdown.wait(),
+        )
     })
     .await;
     let client = admin_client(server.channel(), &issuer);

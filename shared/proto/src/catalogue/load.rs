@@ -3,7 +3,7 @@
 use prost_reflect::{DescriptorPool, MethodDescriptor};
 use tonic::Code;
 
-use super::{names, Access, AuditRule, EventType, Method, Permission, SideEffects};
+use super::{Access, AuditRule, EventType, Method, Permission, SideEffects, names};
 use crate::common::v1 as pb;
 
 /// The full name of the method option that carries a policy.
@@ -74,11 +74,14 @@ fn method_of(
             return Err(invalid(
                 &path,
                 "side_effects must be NONE, IDEMPOTENT, IDEMPOTENT_WITH_KEY or UNSAFE",
-            ))
+            ));
         }
     };
     let rate_class = policy.rate_class.clone();
-    if rate_class.is_empty() || !rate_class.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+    if rate_class.is_empty()
+        || !rate_class
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b == b'_')
     {
         return Err(invalid(
             &path,
@@ -150,7 +153,10 @@ fn codes(path: &str, names_in: &[String]) -> Result<Vec<Code>, CatalogueError> {
             names::code(name).ok_or_else(|| {
                 invalid(
                     path,
-                    &format!("`{name}` is not a gRPC status code name; use one of {}", names::all()),
+                    &format!(
+                        "`{name}` is not a gRPC status code name; use one of {}",
+                        names::all()
+                    ),
                 )
             })
         })

@@ -8,7 +8,11 @@ const GRAPH: &str = "umcp.graph.v1.GraphService";
 #[test]
 fn the_compiled_in_descriptor_set_gives_every_rpc_a_policy() {
     let catalogue = MethodCatalogue::from_descriptor_set(crate::FILE_DESCRIPTOR_SET).unwrap();
-    assert_eq!(catalogue.methods().count(), 30, "a new RPC? add it here once it has a policy");
+    assert_eq!(
+        catalogue.methods().count(),
+        30,
+        "a new RPC? add it here once it has a policy"
+    );
     assert_eq!(
         catalogue.services(),
         [
@@ -48,16 +52,25 @@ fn lookups_classify_every_kind_of_path() {
     for bad in ["", "/", "//", "/a", "/a/", "//b", "/a/b/c", "nope", "a/b"] {
         assert_eq!(catalogue.lookup(bad), Lookup::Malformed, "{bad:?}");
     }
-    assert_eq!(catalogue.lookup("/grpc.health.v1.Health/Check"), Lookup::Infrastructure);
+    assert_eq!(
+        catalogue.lookup("/grpc.health.v1.Health/Check"),
+        Lookup::Infrastructure
+    );
     assert_eq!(
         catalogue.lookup("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),
         Lookup::Infrastructure
     );
     assert_eq!(
         catalogue.lookup("/umcp.graph.v1.GraphService/Drop"),
-        Lookup::UnknownMethod { service: GRAPH, method: "Drop" }
+        Lookup::UnknownMethod {
+            service: GRAPH,
+            method: "Drop"
+        }
     );
-    assert_eq!(catalogue.lookup("/evil.Service/Query"), Lookup::UnknownService("evil.Service"));
+    assert_eq!(
+        catalogue.lookup("/evil.Service/Query"),
+        Lookup::UnknownService("evil.Service")
+    );
     let Lookup::Method(query) = catalogue.lookup("/umcp.graph.v1.GraphService/Query") else {
         panic!("Query is a method");
     };
@@ -67,7 +80,9 @@ fn lookups_classify_every_kind_of_path() {
 #[test]
 fn policies_read_back_as_declared() {
     let catalogue = MethodCatalogue::global();
-    let upsert = catalogue.method("/umcp.graph.v1.GraphService/Upsert").unwrap();
+    let upsert = catalogue
+        .method("/umcp.graph.v1.GraphService/Upsert")
+        .unwrap();
     assert_eq!(upsert.access, Access::Permission(Permission::GraphUpsert));
     assert_eq!(upsert.side_effects, SideEffects::Idempotent);
     assert!(upsert.side_effects.retry_safe());
@@ -79,12 +94,26 @@ fn policies_read_back_as_declared() {
     assert_eq!(login.side_effects, SideEffects::Unsafe);
     assert_eq!(login.rate_class, "sign_in");
     let audit = login.audit.as_ref().unwrap();
-    assert_eq!((audit.ok, audit.failed), (EventType::AuthSuccess, EventType::AuthFailure));
+    assert_eq!(
+        (audit.ok, audit.failed),
+        (EventType::AuthSuccess, EventType::AuthFailure)
+    );
 
-    let query = catalogue.method("/umcp.graph.v1.GraphService/Query").unwrap();
-    assert!(query.audit.as_ref().unwrap().violation_on.contains(&Code::PermissionDenied));
+    let query = catalogue
+        .method("/umcp.graph.v1.GraphService/Query")
+        .unwrap();
+    assert!(
+        query
+            .audit
+            .as_ref()
+            .unwrap()
+            .violation_on
+            .contains(&Code::PermissionDenied)
+    );
 
-    let execute = catalogue.method("/umcp.execution.v1.ExecutionService/ExecuteStream").unwrap();
+    let execute = catalogue
+        .method("/umcp.execution.v1.ExecutionService/ExecuteStream")
+        .unwrap();
     assert!(execute.server_streaming && !execute.client_streaming);
     assert_eq!(execute.side_effects, SideEffects::IdempotentWithKey);
     assert!(!execute.side_effects.retry_safe());
