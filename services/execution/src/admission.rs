@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -39,8 +41,7 @@ impl Drop for UserSlot<'_> {
         let mut map = self
             .admission
             .per_user
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+            .lock();
         if let Some(n) = map.get_mut(&self.user) {
             *n -= 1;
             if *n == 0 {
@@ -78,7 +79,7 @@ impl Admission {
     /// Waits for a sandbox slot for `user`, or refuses.
     pub async fn admit(&self, user: &str) -> Result<Ticket<'_>, ExecError> {
         let user_slot = {
-            let mut map = self.per_user.lock().unwrap_or_else(|e| e.into_inner());
+            let mut map = self.per_user.lock();
             let n = map.entry(user.to_owned()).or_insert(0);
             if *n >= self.max_per_user {
                 return Err(ExecError::ResourceExhausted(format!(

@@ -21,6 +21,8 @@
 //!
 //! [`ServiceCredentials`]: umcp_authz::remote::ServiceCredentials
 
+#![warn(missing_docs)]
+
 pub mod emit;
 pub mod layer;
 mod observer;

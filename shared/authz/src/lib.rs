@@ -3,6 +3,8 @@
 //! revocation set ([`verifier`], [`keys`], [`revocations`]), and the tower layer that enforces
 //! it all on every request ([`layer`]).
 
+#![warn(missing_docs)]
+
 pub mod claims;
 pub mod forwarded;
 pub mod jws;

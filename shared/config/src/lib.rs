@@ -10,6 +10,8 @@
 //! default), while environment variables are matched only against the keys the struct knows,
 //! because one environment is often shared by every process of the mesh.
 
+#![warn(missing_docs)]
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 

@@ -6,6 +6,8 @@
 //! timeouts included; the timeout bounds one attempt. See [`retry`] for why retries of tonic
 //! calls live above the generated client.
 
+#![warn(missing_docs)]
+
 pub mod breaker;
 pub mod classify;
 pub mod retry;

@@ -3,6 +3,8 @@
 //! request deadlines ([`deadline`]) and `tonic::Status` constructors that carry
 //! machine-readable details ([`status`]), and the common `main` of every binary ([`process`]).
 
+#![warn(missing_docs)]
+
 pub mod correlation;
 pub mod deadline;
 pub mod framing;

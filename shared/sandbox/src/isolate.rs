@@ -1,7 +1,7 @@
 //! `run`: a closure in a forked child bounded by a memory budget and a deadline.
 
 use std::collections::HashSet;
-use std::sync::Mutex;
+use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -41,8 +41,7 @@ static STOPPING: AtomicBool = AtomicBool::new(false);
 
 fn children<R>(f: impl FnOnce(&mut HashSet<i32>) -> R) -> R {
     let mut guard = CHILDREN
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+        .lock();
     f(guard.get_or_insert_with(HashSet::new))
 }
 

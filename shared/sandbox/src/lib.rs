@@ -2,6 +2,8 @@
 //! the work runs in a forked child under a memory rlimit and a deadline, and is killed when it
 //! overruns either. The only crate of the workspace with `unsafe` (all of it in `sys`).
 
+#![warn(missing_docs)]
+
 pub mod isolate;
 mod sys;
 

@@ -4,6 +4,8 @@
 //! Callers hold an `Arc<dyn GraphStore>`; every backend validates input with [`validate`] before
 //! writing anything and refuses writes in queries with [`readonly::check`].
 
+#![warn(missing_docs)]
+
 pub mod admission;
 mod error;
 pub mod grafeo;

@@ -5,6 +5,8 @@
 //! gateway), and both formats print the fields of the current span on every line, so every log
 //! line of a request carries its correlation id.
 
+#![warn(missing_docs)]
+
 use serde::{Deserialize, Serialize};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::FmtSpan;

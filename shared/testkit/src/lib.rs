@@ -1,6 +1,8 @@
 //! Test helpers: run a service on `127.0.0.1:0`, connect to it, wait for a condition with a
 //! bound instead of sleeping.
 
+#![warn(missing_docs)]
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -7,7 +7,9 @@
 
 use std::ffi::CString;
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Instant;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
@@ -94,7 +96,6 @@ impl Drop for Lease {
                 self.inner
                     .free
                     .lock()
-                    .unwrap_or_else(|e| e.into_inner())
                     .push(slot);
             } else {
                 tracing::error!(
@@ -215,7 +216,6 @@ impl NamespaceSandbox {
             .inner
             .free
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
             .pop();
         match slot {
             Some(slot) => Ok(Lease {
@@ -236,10 +236,9 @@ impl Drop for Inner {
         let slots: Vec<SlotState> = self
             .free
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
             .drain(..)
             .collect();
-        if let Some(pool) = self.pool.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        if let Some(pool) = self.pool.lock().as_mut() {
             pool.slots
                 .extend(slots.into_iter().filter_map(|s| s.cgroup));
         }
@@ -277,7 +276,7 @@ impl Sandbox for NamespaceSandbox {
             slots: self.inner.options.slots,
             uid_base: self.inner.options.uid_base,
             owned_paths: {
-                let pool = self.inner.pool.lock().unwrap_or_else(|e| e.into_inner());
+                let pool = self.inner.pool.lock();
                 let mut paths = pool.as_ref().map(Pool::instance_dirs).unwrap_or_default();
                 paths.push(self.inner.root_dir.path().to_path_buf());
                 paths

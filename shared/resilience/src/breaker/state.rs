@@ -103,6 +103,7 @@ impl State {
 /// A point-in-time view for metrics.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BreakerMetrics {
+    /// Closed, open or half-open.
     pub state: State,
     /// Percentage of failed calls in the window; `None` below the minimum number of calls.
     pub failure_rate: Option<f64>,
@@ -110,7 +111,9 @@ pub struct BreakerMetrics {
     pub slow_call_rate: Option<f64>,
     /// Calls in the window (closed) or probes finished (half-open).
     pub buffered_calls: usize,
+    /// Of those, the failed ones.
     pub failed_calls: usize,
+    /// Of those, the ones slower than the slow-call threshold.
     pub slow_calls: usize,
     /// Calls rejected since the breaker was made.
     pub not_permitted_calls: u64,

@@ -11,7 +11,9 @@ use std::time::Duration;
 /// Backoff settings (defaults: base 50 ms, cap 2 s).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
+    /// The first retry waits up to this long; each later one up to twice the previous bound.
     pub base: Duration,
+    /// No wait is ever longer.
     pub cap: Duration,
 }
 

@@ -28,8 +28,11 @@ pub struct Idempotent;
 /// `ttl`, plus `min_per_sec` (defaults 20 % + 10/s over 10 s: Finagle's, tower's, Linkerd's).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BudgetConfig {
+    /// How long a request counts towards the budget.
     pub ttl: Duration,
+    /// Retries allowed per second regardless of traffic.
     pub min_per_sec: u32,
+    /// Retries allowed as a fraction of recent requests (0.2 = 20 %).
     pub retry_percent: f32,
 }
 
@@ -48,6 +51,7 @@ impl Default for BudgetConfig {
 pub struct RetryConfig {
     /// Attempts in all, the first included (1 disables retries).
     pub max_attempts: u32,
+    /// The waits between attempts.
     pub backoff: Backoff,
     /// `None`: no budget. Only for comparisons and tests: without a budget every failing call
     /// becomes `max_attempts` calls exactly when the backend can least afford it.

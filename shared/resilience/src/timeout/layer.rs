@@ -13,6 +13,7 @@ pub struct TimeoutLayer {
 }
 
 impl TimeoutLayer {
+    /// A layer whose services give each call `timeout`.
     #[must_use]
     pub const fn new(timeout: Duration) -> Self {
         Self { timeout }

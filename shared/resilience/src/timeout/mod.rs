@@ -30,14 +30,17 @@ pub struct Timeout<S> {
 // ===== impl Timeout =====
 
 impl<S> Timeout<S> {
+    /// Wraps `inner`; each call fails with the timeout error after `timeout`.
     pub const fn new(inner: S, timeout: Duration) -> Self {
         Self { inner, timeout }
     }
 
+    /// The wrapped service.
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
 
+    /// Unwraps the inner service.
     pub fn into_inner(self) -> S {
         self.inner
     }

@@ -35,7 +35,9 @@ mod write;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -189,8 +191,7 @@ impl GrafeoStore {
             // drop rolls it back), so a poisoned lock is safe to reuse.
             let _guard = inner
                 .write_lock
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+                .lock();
             let out = work(&inner.db);
             if out.is_ok() {
                 inner
@@ -236,8 +237,7 @@ fn checkpoint(inner: &Inner) {
     // See the module docs: no commit may run while the checkpoint takes its snapshot.
     let _guard = inner
         .write_lock
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
+        .lock();
     let writes = inner.writes_since_checkpoint.swap(0, Ordering::Relaxed);
     if writes == 0 {
         return;
@@ -278,8 +278,7 @@ where
     use umcp_sandbox::SandboxError;
     let guard = inner
         .write_lock
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
+        .lock();
     let out = umcp_sandbox::run_with(inner.query_memory_budget, limit, move || drop(guard), read);
     match out {
         Ok(result) => result,

@@ -3,7 +3,7 @@
 use std::io;
 use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use super::{CgroupLimits, CgroupSlot, CgroupStats, Knob, ensure_dir, kill_listed};
@@ -87,7 +87,7 @@ impl CgroupSlot for Slot {
             // EINVAL on kernels without resettable peaks: the lifetime peak is still reported.
             let _ = p.set("reset");
         }
-        *self.peak.lock().unwrap_or_else(|e| e.into_inner()) = peak;
+        *self.peak.lock() = peak;
         self.oom_baseline = self.events.get_key("oom_kill").unwrap_or(0);
         self.cpu_baseline_us = self.cpu_stat.get_key("usage_usec").unwrap_or(0);
         Ok(())
@@ -111,7 +111,7 @@ impl CgroupSlot for Slot {
 
     fn end(&mut self) -> CgroupStats {
         let ooms = self.events.get_key("oom_kill").unwrap_or(0);
-        let peak = self.peak.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let peak = self.peak.lock().take();
         CgroupStats {
             oom_killed: ooms > self.oom_baseline,
             peak_memory_bytes: peak.and_then(|p| p.get_u64()),
