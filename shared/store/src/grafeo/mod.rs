@@ -189,9 +189,7 @@ impl GrafeoStore {
         tokio::task::spawn_blocking(move || {
             // A panic while holding the lock left no open transaction behind (the session's
             // drop rolls it back), so a poisoned lock is safe to reuse.
-            let _guard = inner
-                .write_lock
-                .lock();
+            let _guard = inner.write_lock.lock();
             let out = work(&inner.db);
             if out.is_ok() {
                 inner
@@ -235,9 +233,7 @@ fn checkpointer(store: Weak<Inner>, interval: Duration) -> Result<(), StoreError
 
 fn checkpoint(inner: &Inner) {
     // See the module docs: no commit may run while the checkpoint takes its snapshot.
-    let _guard = inner
-        .write_lock
-        .lock();
+    let _guard = inner.write_lock.lock();
     let writes = inner.writes_since_checkpoint.swap(0, Ordering::Relaxed);
     if writes == 0 {
         return;
@@ -276,9 +272,7 @@ where
     T: serde::Serialize + serde::de::DeserializeOwned,
 {
     use umcp_sandbox::SandboxError;
-    let guard = inner
-        .write_lock
-        .lock();
+    let guard = inner.write_lock.lock();
     let out = umcp_sandbox::run_with(inner.query_memory_budget, limit, move || drop(guard), read);
     match out {
         Ok(result) => result,
