@@ -3,8 +3,8 @@
 //! Everything beyond is refused with RESOURCE_EXHAUSTED instead of piling up.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 use std::time::Duration;
@@ -38,10 +38,7 @@ struct UserSlot<'a> {
 
 impl Drop for UserSlot<'_> {
     fn drop(&mut self) {
-        let mut map = self
-            .admission
-            .per_user
-            .lock();
+        let mut map = self.admission.per_user.lock();
         if let Some(n) = map.get_mut(&self.user) {
             *n -= 1;
             if *n == 0 {
