@@ -1,7 +1,7 @@
 //! `run`: a closure in a forked child bounded by a memory budget and a deadline.
 
-use std::collections::HashSet;
 use parking_lot::Mutex;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -40,8 +40,7 @@ static CHILDREN: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
 static STOPPING: AtomicBool = AtomicBool::new(false);
 
 fn children<R>(f: impl FnOnce(&mut HashSet<i32>) -> R) -> R {
-    let mut guard = CHILDREN
-        .lock();
+    let mut guard = CHILDREN.lock();
     f(guard.get_or_insert_with(HashSet::new))
 }
 

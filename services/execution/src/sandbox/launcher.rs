@@ -93,10 +93,7 @@ impl Drop for Lease {
             // A slot whose cgroup cannot be emptied is never handed out again.
             let clean = slot.cgroup.as_ref().is_none_or(|c| c.kill_all().is_ok());
             if clean {
-                self.inner
-                    .free
-                    .lock()
-                    .push(slot);
+                self.inner.free.lock().push(slot);
             } else {
                 tracing::error!(
                     slot = slot.index,
@@ -212,11 +209,7 @@ impl NamespaceSandbox {
             .acquire_owned()
             .await
             .map_err(|_| SandboxError::Cancelled)?;
-        let slot = self
-            .inner
-            .free
-            .lock()
-            .pop();
+        let slot = self.inner.free.lock().pop();
         match slot {
             Some(slot) => Ok(Lease {
                 inner: Arc::clone(&self.inner),
@@ -233,11 +226,7 @@ impl NamespaceSandbox {
 impl Drop for Inner {
     fn drop(&mut self) {
         // Slots hold descriptors into the cgroup directories: close them before removal.
-        let slots: Vec<SlotState> = self
-            .free
-            .lock()
-            .drain(..)
-            .collect();
+        let slots: Vec<SlotState> = self.free.lock().drain(..).collect();
         if let Some(pool) = self.pool.lock().as_mut() {
             pool.slots
                 .extend(slots.into_iter().filter_map(|s| s.cgroup));

@@ -1,9 +1,9 @@
 //! cgroup v2 backend: one directory per slot in the unified hierarchy (production hosts).
 
+use parking_lot::Mutex;
 use std::io;
 use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
-use parking_lot::Mutex;
 use std::time::Duration;
 
 use super::{CgroupLimits, CgroupSlot, CgroupStats, Knob, ensure_dir, kill_listed};
