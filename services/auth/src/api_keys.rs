@@ -245,13 +245,13 @@ impl ApiKeys {
     /// Marks a key revoked (idempotent). Returns the updated key.
     ///
     /// # Errors
-    /// [`AuthError::NotFound`]; store errors.
+    /// [`AuthError::DoesNotExist`]; store errors.
     pub async fn revoke(&self, id: &str) -> Result<ApiKey> {
         let _guard = self.lock.lock().await;
         let mut key = self
             .by_id(id)
             .await?
-            .ok_or_else(|| AuthError::NotFound(format!("api key {id} does not exist")))?;
+            .ok_or_else(|| AuthError::DoesNotExist(format!("api key {id} does not exist")))?;
         key.revoked = true;
         self.write(&key).await?;
         tracing::info!(key_id = %key.id, "api key revoked");
@@ -395,7 +395,7 @@ mod tests {
         assert!(keys.by_secret(&secret).await.unwrap().unwrap().revoked);
         assert!(matches!(
             keys.revoke(&new_id()).await,
-            Err(AuthError::NotFound(_))
+            Err(AuthError::DoesNotExist(_))
         ));
     }
 }

@@ -26,7 +26,7 @@ const GENERATED_LEN: usize = 24;
 /// # Errors
 /// Store errors, or the password file cannot be written.
 pub async fn ensure_admin(core: &AuthCore, config: &AuthConfig) -> Result<(), AuthError> {
-    if !core.users.is_empty().await? {
+    if core.has_users().await? {
         if config.bootstrap_admin_password.is_some() {
             tracing::info!("users exist; the bootstrap admin password is ignored");
         }
@@ -40,13 +40,11 @@ pub async fn ensure_admin(core: &AuthCore, config: &AuthConfig) -> Result<(), Au
     if generated {
         write_password_file(&file, &password).map_err(|e| {
             tracing::error!(path = %file.display(), error = %e, "cannot write the bootstrap password file");
-            AuthError::Unavailable(format!("cannot write {}", file.display()))
+            AuthError::DependencyUnavailable(format!("cannot write {}", file.display()))
         })?;
     }
-    let hash = core.passwords.hash(&password).await?;
     let user = core
-        .users
-        .create(ADMIN_USERNAME, hash, vec![Role::Admin])
+        .provision_user(ADMIN_USERNAME, &password, vec![Role::Admin])
         .await?;
     if generated {
         announce(&password, &file);
@@ -72,26 +70,21 @@ pub async fn ensure_service_key(core: &AuthCore, config: &AuthConfig) -> Result<
     if file.exists() {
         return Ok(());
     }
-    let user = match core.users.by_username(SERVICE_USERNAME).await? {
+    let user = match core.user_by_username(SERVICE_USERNAME).await? {
         Some(user) => user,
         None => {
             // Nobody can log in as the service account: its password is random and unknown.
-            let hash = core
-                .passwords
-                .hash(&secrets::base62(GENERATED_LEN)?)
-                .await?;
-            core.users
-                .create(SERVICE_USERNAME, hash, vec![Role::Service])
+            let password = secrets::base62(GENERATED_LEN)?;
+            core.provision_user(SERVICE_USERNAME, &password, vec![Role::Service])
                 .await?
         }
     };
     let (key, secret) = core
-        .api_keys
-        .create(&user.id, "mesh bootstrap", vec![Role::Service], None)
+        .provision_api_key(&user.id, "mesh bootstrap", vec![Role::Service])
         .await?;
     write_secret_file(file, &secret).map_err(|e| {
         tracing::error!(path = %file.display(), error = %e, "cannot write the service key file");
-        AuthError::Unavailable(format!("cannot write {}", file.display()))
+        AuthError::DependencyUnavailable(format!("cannot write {}", file.display()))
     })?;
     tracing::info!(key_id = %key.id, path = %file.display(), "service api key written");
     Ok(())

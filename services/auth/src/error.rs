@@ -9,33 +9,39 @@ use umcp_store::StoreError;
 /// disabled account), so the answer never tells which usernames exist.
 pub const INVALID_CREDENTIALS: &str = "invalid username or password";
 
-/// Why an auth operation failed. Each variant maps to exactly one gRPC code.
+/// The message of [`AuthError::RefreshTokenReused`].
+const REFRESH_REUSED: &str = "refresh token was already used; the session has been revoked";
+
+/// Why an auth operation failed, named by cause. `From<AuthError> for Status` maps each
+/// variant to exactly one gRPC code; it neither logs nor adds audit metadata (the adapter
+/// logs unexpected failures, the audit layer records events from the method catalogue).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     /// A request field broke a rule; `message` says what is allowed.
     #[error("{field}: {message}")]
-    InvalidArgument {
+    InvalidInput {
         /// Protobuf field path, e.g. `roles[1]`.
         field: String,
         /// What is wrong and what is allowed.
         message: String,
     },
-    /// No valid credentials (token, password, refresh token or API key).
+    /// The presented credentials (token, password, refresh token or API key) were not
+    /// accepted.
     #[error("{0}")]
-    Unauthenticated(String),
+    CredentialsRejected(String),
     /// A presented refresh token had already been rotated: a stolen or replayed token. The
-    /// session is revoked; the answer is UNAUTHENTICATED, flagged for the audit log.
+    /// session is revoked.
     #[error("refresh token was already used; the session has been revoked")]
-    RefreshReused,
+    RefreshTokenReused,
     /// Valid credentials without the right to do this.
     #[error("{0}")]
-    PermissionDenied(String),
+    NotPermitted(String),
     /// The thing named by the request does not exist (or is not visible to the caller).
     #[error("{0}")]
-    NotFound(String),
+    DoesNotExist(String),
     /// A unique name is taken.
     #[error("{0}")]
-    AlreadyExists(String),
+    NameTaken(String),
     /// Too many failed attempts; try again after `retry_after`.
     #[error("too many failed attempts; retry after {} s", retry_after_secs(*.retry_after))]
     Throttled {
@@ -44,10 +50,10 @@ pub enum AuthError {
     },
     /// Storage or another dependency cannot serve right now; retrying later may work.
     #[error("{0}")]
-    Unavailable(String),
+    DependencyUnavailable(String),
     /// A bug or an unexpected failure. The text goes to logs, never to callers.
     #[error("internal error: {0}")]
-    Internal(String),
+    Unexpected(String),
 }
 
 fn retry_after_secs(d: Duration) -> u64 {
@@ -56,23 +62,23 @@ fn retry_after_secs(d: Duration) -> u64 {
 }
 
 impl AuthError {
-    /// Shorthand for [`AuthError::InvalidArgument`].
+    /// Shorthand for [`AuthError::InvalidInput`].
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::InvalidArgument {
+        Self::InvalidInput {
             field: field.into(),
             message: message.into(),
         }
     }
 
-    /// Shorthand for [`AuthError::Unauthenticated`].
-    pub fn unauthenticated(message: impl Into<String>) -> Self {
-        Self::Unauthenticated(message.into())
+    /// Shorthand for [`AuthError::CredentialsRejected`].
+    pub fn rejected(message: impl Into<String>) -> Self {
+        Self::CredentialsRejected(message.into())
     }
 
     /// The failed-login answer.
     #[must_use]
     pub fn invalid_credentials() -> Self {
-        Self::Unauthenticated(INVALID_CREDENTIALS.into())
+        Self::CredentialsRejected(INVALID_CREDENTIALS.into())
     }
 }
 
@@ -81,10 +87,10 @@ impl From<StoreError> for AuthError {
         match e {
             StoreError::Unavailable(m) | StoreError::DeadlineExceeded(m) => {
                 tracing::warn!(error = %m, "auth store unavailable");
-                Self::Unavailable("the auth store is unavailable; retry later".into())
+                Self::DependencyUnavailable("the auth store is unavailable; retry later".into())
             }
             // Everything else means the service built a bad store request: a bug.
-            other => Self::Internal(format!("store: {other}")),
+            other => Self::Unexpected(format!("store: {other}")),
         }
     }
 }
@@ -92,90 +98,128 @@ impl From<StoreError> for AuthError {
 impl From<AuthError> for Status {
     fn from(e: AuthError) -> Self {
         match e {
-            AuthError::InvalidArgument { field, message } => {
+            AuthError::InvalidInput { field, message } => {
                 umcp_rpc::status::invalid_argument(&field, &message)
             }
-            AuthError::Unauthenticated(m) => Status::unauthenticated(m),
-            AuthError::RefreshReused => {
-                let mut status = Status::unauthenticated(
-                    "refresh token was already used; the session has been revoked",
-                );
-                status.metadata_mut().insert(
-                    umcp_audit_client::VIOLATION_HEADER,
-                    tonic::metadata::MetadataValue::from_static("refresh_token_reuse"),
-                );
-                status
-            }
-            AuthError::PermissionDenied(m) => Status::permission_denied(m),
-            AuthError::NotFound(m) => Status::not_found(m),
-            AuthError::AlreadyExists(m) => Status::already_exists(m),
-            AuthError::Throttled { retry_after } => {
-                let secs = retry_after_secs(retry_after);
-                let mut status = Status::new(
-                    Code::ResourceExhausted,
-                    format!("too many failed attempts; retry after {secs} s"),
-                );
-                // A decimal number is always a valid ASCII metadata value.
-                if let Ok(v) = secs.to_string().parse() {
-                    status.metadata_mut().insert("retry-after", v);
-                }
-                status
-            }
-            AuthError::Unavailable(m) => Status::unavailable(m),
-            AuthError::Internal(m) => {
-                tracing::error!(error = %m, "auth internal error");
-                Status::internal("internal error")
-            }
+            AuthError::CredentialsRejected(m) => Status::unauthenticated(m),
+            AuthError::RefreshTokenReused => Status::unauthenticated(REFRESH_REUSED),
+            AuthError::NotPermitted(m) => Status::permission_denied(m),
+            AuthError::DoesNotExist(m) => Status::not_found(m),
+            AuthError::NameTaken(m) => Status::already_exists(m),
+            AuthError::Throttled { retry_after } => throttled(retry_after),
+            AuthError::DependencyUnavailable(m) => Status::unavailable(m),
+            // The detail may name files or store internals: it stays out of the answer.
+            AuthError::Unexpected(_) => Status::internal("internal error"),
         }
     }
+}
+
+/// RESOURCE_EXHAUSTED with a `retry-after` (whole seconds, rounded up) for the client.
+fn throttled(retry_after: Duration) -> Status {
+    let secs = retry_after_secs(retry_after);
+    let mut status = Status::new(
+        Code::ResourceExhausted,
+        format!("too many failed attempts; retry after {secs} s"),
+    );
+    // A decimal number is always a valid ASCII metadata value.
+    if let Ok(v) = secs.to_string().parse() {
+        status.metadata_mut().insert("retry-after", v);
+    }
+    status
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn status(err: AuthError) -> Status {
+        Status::from(err)
+    }
+
     #[test]
-    fn every_variant_has_its_code_and_internals_stay_hidden() {
-        let cases = [
-            (AuthError::invalid("roles[0]", "x"), Code::InvalidArgument),
-            (AuthError::invalid_credentials(), Code::Unauthenticated),
-            (
-                AuthError::PermissionDenied("no".into()),
-                Code::PermissionDenied,
-            ),
-            (AuthError::NotFound("no".into()), Code::NotFound),
-            (AuthError::AlreadyExists("no".into()), Code::AlreadyExists),
-            (
-                AuthError::Throttled {
-                    retry_after: Duration::from_millis(1500),
-                },
-                Code::ResourceExhausted,
-            ),
-            (AuthError::Unavailable("later".into()), Code::Unavailable),
-            (AuthError::Internal("secret path /x".into()), Code::Internal),
-        ];
-        for (err, code) in cases {
-            let status = Status::from(err);
-            assert_eq!(status.code(), code);
-            assert!(!status.message().contains("/x"));
-        }
-        let status = Status::from(AuthError::Throttled {
-            retry_after: Duration::from_millis(1500),
-        });
-        assert_eq!(status.metadata().get("retry-after").unwrap(), "2");
-        let status = Status::from(AuthError::invalid("username", "too long"));
+    fn invalid_input_is_invalid_argument_naming_the_field() {
+        let status = status(AuthError::invalid("username", "too long"));
+        assert_eq!(status.code(), Code::InvalidArgument);
         assert_eq!(status.message(), "username: too long");
     }
 
     #[test]
-    fn store_errors_map_to_unavailable_or_internal() {
+    fn rejected_credentials_are_unauthenticated() {
+        let status = status(AuthError::invalid_credentials());
+        assert_eq!(status.code(), Code::Unauthenticated);
+        assert_eq!(status.message(), INVALID_CREDENTIALS);
+    }
+
+    #[test]
+    fn reused_refresh_token_is_unauthenticated_without_audit_metadata() {
+        let status = status(AuthError::RefreshTokenReused);
+        assert_eq!(status.code(), Code::Unauthenticated);
+        assert_eq!(status.message(), AuthError::RefreshTokenReused.to_string());
+        assert!(
+            status
+                .metadata()
+                .get(umcp_audit_client::VIOLATION_HEADER)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn not_permitted_is_permission_denied() {
+        let status = status(AuthError::NotPermitted("no".into()));
+        assert_eq!(status.code(), Code::PermissionDenied);
+        assert_eq!(status.message(), "no");
+    }
+
+    #[test]
+    fn does_not_exist_is_not_found() {
+        assert_eq!(
+            status(AuthError::DoesNotExist("no".into())).code(),
+            Code::NotFound
+        );
+    }
+
+    #[test]
+    fn name_taken_is_already_exists() {
+        assert_eq!(
+            status(AuthError::NameTaken("taken".into())).code(),
+            Code::AlreadyExists
+        );
+    }
+
+    #[test]
+    fn throttled_is_resource_exhausted_with_retry_after_rounded_up() {
+        let status = status(AuthError::Throttled {
+            retry_after: Duration::from_millis(1500),
+        });
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(status.metadata().get("retry-after").unwrap(), "2");
+        assert!(status.message().contains("retry after 2 s"));
+    }
+
+    #[test]
+    fn dependency_unavailable_is_unavailable() {
+        assert_eq!(
+            status(AuthError::DependencyUnavailable("later".into())).code(),
+            Code::Unavailable
+        );
+    }
+
+    #[test]
+    fn unexpected_is_internal_and_hides_the_detail() {
+        let status = status(AuthError::Unexpected("secret path /x".into()));
+        assert_eq!(status.code(), Code::Internal);
+        assert!(!status.message().contains("/x"), "{}", status.message());
+    }
+
+    #[test]
+    fn store_errors_map_to_unavailable_or_unexpected() {
         assert!(matches!(
             AuthError::from(StoreError::Unavailable("disk".into())),
-            AuthError::Unavailable(_)
+            AuthError::DependencyUnavailable(_)
         ));
         assert!(matches!(
             AuthError::from(StoreError::invalid("k", "bad")),
-            AuthError::Internal(_)
+            AuthError::Unexpected(_)
         ));
     }
 }

@@ -1,28 +1,28 @@
-//! The gRPC adapter: decode, find the caller, call the domain, encode, map errors.
+//! The gRPC adapter: decode, find the caller, call the domain, encode, map the error. Every
+//! decision (permissions, ownership, the revocation feed) is the domain's, in [`crate::service`].
 
 use std::sync::Arc;
 
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::watch;
+use tokio_stream::StreamExt;
+use tokio_stream::adapters::Map;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use umcp_authz::Principal;
-use umcp_authz::permissions::{Permission, Role};
+use umcp_authz::permissions::Role;
 use umcp_proto::auth::v1 as pb;
 use umcp_proto::auth::v1::auth_service_server::AuthService;
 use umcp_proto::common::v1::PageResponse;
 
-use crate::admin::{KeyOwnerFilter, require};
+use crate::admin::KeyOwnerFilter;
 use crate::api_keys::ApiKey;
 use crate::clock::{micros_of, timestamp};
 use crate::error::AuthError;
 use crate::revocations::Revocation;
-use crate::service::AuthCore;
+use crate::service::{AuthCore, RevocationBatch};
 use crate::sessions::TokenPair;
 use crate::users::User;
 use crate::validate::{self, role_to_proto};
-
-/// Revocation batches buffered per watcher before the sender waits.
-const WATCH_BUFFER: usize = 64;
 
 /// The `AuthService` implementation.
 #[derive(Debug, Clone)]
@@ -77,13 +77,13 @@ fn tokens(core: &AuthCore, pair: TokenPair) -> pb::Tokens {
     let (refresh_token, refresh_ttl) = match pair.refresh {
         Some(r) => (
             r.token,
-            u32::try_from(core.refresh.ttl().as_secs()).unwrap_or(u32::MAX),
+            u32::try_from(core.refresh_ttl().as_secs()).unwrap_or(u32::MAX),
         ),
         None => (String::new(), 0),
     };
     pb::Tokens {
         access_token: pair.access.token,
-        expires_in_seconds: u32::try_from(core.tokens.ttl_secs()).unwrap_or(u32::MAX),
+        expires_in_seconds: u32::try_from(core.access_ttl_secs()).unwrap_or(u32::MAX),
         refresh_token,
         refresh_expires_in_seconds: refresh_ttl,
         token_type: "Bearer".into(),
@@ -134,14 +134,42 @@ fn paged<T>(
     (items, Some(PageResponse { next_page_token }))
 }
 
-fn batch(revocations: &[Revocation], snapshot: bool) -> pb::WatchRevocationsResponse {
-    pb::WatchRevocationsResponse {
-        revocations: revocations.iter().map(Revocation::to_proto).collect(),
-        snapshot,
+fn batch_proto(batch: RevocationBatch) -> Result<pb::WatchRevocationsResponse, Status> {
+    Ok(pb::WatchRevocationsResponse {
+        revocations: batch.revocations.iter().map(Revocation::to_proto).collect(),
+        snapshot: batch.snapshot,
+    })
+}
+
+/// The status of a failed domain call. Unexpected failures are logged here, where every
+/// domain call's error passes, because their detail never reaches the caller.
+fn failed(err: AuthError) -> Status {
+    if let AuthError::Unexpected(detail) = &err {
+        tracing::error!(error = %detail, "auth internal error");
     }
+    Status::from(err)
+}
+
+/// The status of a failed `Refresh`: a reused refresh token is also flagged for the audit
+/// layer, which records it as a security violation.
+fn refresh_failed(err: AuthError) -> Status {
+    let reused = err == AuthError::RefreshTokenReused;
+    let mut status = failed(err);
+    if reused {
+        status.metadata_mut().insert(
+            umcp_audit_client::VIOLATION_HEADER,
+            tonic::metadata::MetadataValue::from_static("refresh_token_reuse"),
+        );
+    }
+    status
 }
 
 type Rpc<T> = Result<Response<T>, Status>;
+
+type RevocationFeed = Map<
+    ReceiverStream<RevocationBatch>,
+    fn(RevocationBatch) -> Result<pb::WatchRevocationsResponse, Status>,
+>;
 
 #[tonic::async_trait]
 impl AuthService for AuthGrpc {
@@ -151,7 +179,8 @@ impl AuthService for AuthGrpc {
         let pair = self
             .core
             .login(&req.username, &req.password, peer.as_deref())
-            .await?;
+            .await
+            .map_err(failed)?;
         Ok(Response::new(pb::LoginResponse {
             tokens: Some(tokens(&self.core, pair)),
         }))
@@ -161,7 +190,8 @@ impl AuthService for AuthGrpc {
         let pair = self
             .core
             .refresh(&request.into_inner().refresh_token)
-            .await?;
+            .await
+            .map_err(refresh_failed)?;
         Ok(Response::new(pb::RefreshResponse {
             tokens: Some(tokens(&self.core, pair)),
         }))
@@ -171,7 +201,8 @@ impl AuthService for AuthGrpc {
         let caller = Self::caller(&request)?;
         self.core
             .logout(&caller, &request.into_inner().refresh_token)
-            .await?;
+            .await
+            .map_err(failed)?;
         Ok(Response::new(pb::LogoutResponse {}))
     }
 
@@ -179,7 +210,11 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<pb::ExchangeApiKeyRequest>,
     ) -> Rpc<pb::ExchangeApiKeyResponse> {
-        let access = self.core.exchange(&request.into_inner().api_key).await?;
+        let access = self
+            .core
+            .exchange(&request.into_inner().api_key)
+            .await
+            .map_err(failed)?;
         let pair = TokenPair {
             access,
             refresh: None,
@@ -210,7 +245,8 @@ impl AuthService for AuthGrpc {
                 &req.roles,
                 &req.owner_user_id,
             )
-            .await?;
+            .await
+            .map_err(failed)?;
         Ok(Response::new(pb::CreateApiKeyResponse {
             key: Some(key_proto(&key)),
             api_key: secret,
@@ -228,7 +264,8 @@ impl AuthService for AuthGrpc {
         let keys = self
             .core
             .list_api_keys(&caller, &filter, after.as_deref(), limit + 1)
-            .await?;
+            .await
+            .map_err(failed)?;
         let (keys, page) = paged(keys, limit, |k| k.id.clone());
         Ok(Response::new(pb::ListApiKeysResponse {
             keys: keys.iter().map(key_proto).collect(),
@@ -243,7 +280,8 @@ impl AuthService for AuthGrpc {
         let caller = Self::caller(&request)?;
         self.core
             .revoke_api_key(&caller, &request.into_inner().key_id)
-            .await?;
+            .await
+            .map_err(failed)?;
         Ok(Response::new(pb::RevokeApiKeyResponse {}))
     }
 
@@ -256,7 +294,8 @@ impl AuthService for AuthGrpc {
         let user = self
             .core
             .create_user(&caller, &req.username, &req.password, &req.roles)
-            .await?;
+            .await
+            .map_err(failed)?;
         Ok(Response::new(pb::CreateUserResponse {
             user: Some(user_proto(&user)),
         }))
@@ -267,12 +306,12 @@ impl AuthService for AuthGrpc {
         request: Request<pb::ListUsersRequest>,
     ) -> Rpc<pb::ListUsersResponse> {
         let caller = Self::caller(&request)?;
-        require(&caller, Permission::SystemAdmin)?;
         let (limit, after) = validate::page(request.get_ref().page.as_ref())?;
         let users = self
             .core
             .list_users(&caller, after.as_deref(), limit + 1)
-            .await?;
+            .await
+            .map_err(failed)?;
         let (users, page) = paged(users, limit, |u| u.id.clone());
         Ok(Response::new(pb::ListUsersResponse {
             users: users.iter().map(user_proto).collect(),
@@ -289,7 +328,8 @@ impl AuthService for AuthGrpc {
         let user = self
             .core
             .set_user_roles(&caller, &req.user_id, &req.roles)
-            .await?;
+            .await
+            .map_err(failed)?;
         Ok(Response::new(pb::SetUserRolesResponse {
             user: Some(user_proto(&user)),
         }))
@@ -303,7 +343,8 @@ impl AuthService for AuthGrpc {
         let user = self
             .core
             .disable_user(&caller, &request.into_inner().user_id)
-            .await?;
+            .await
+            .map_err(failed)?;
         Ok(Response::new(pb::DisableUserResponse {
             user: Some(user_proto(&user)),
         }))
@@ -326,9 +367,11 @@ impl AuthService for AuthGrpc {
     }
 
     async fn get_jwks(&self, _request: Request<pb::GetJwksRequest>) -> Rpc<pb::GetJwksResponse> {
-        let keys = self.core.keyring.current_jwks();
-        let jwks_json = umcp_authz::keys::jwks_json(&keys);
-        Ok(Response::new(pb::GetJwksResponse { keys, jwks_json }))
+        let jwks = self.core.jwks();
+        Ok(Response::new(pb::GetJwksResponse {
+            keys: jwks.keys,
+            jwks_json: jwks.json,
+        }))
     }
 
     async fn rotate_signing_key(
@@ -336,60 +379,66 @@ impl AuthService for AuthGrpc {
         request: Request<pb::RotateSigningKeyRequest>,
     ) -> Rpc<pb::RotateSigningKeyResponse> {
         let caller = Self::caller(&request)?;
-        let (kid, published_kids) = self.core.rotate_signing_key(&caller).await?;
+        let (kid, published_kids) = self
+            .core
+            .rotate_signing_key(&caller)
+            .await
+            .map_err(failed)?;
         Ok(Response::new(pb::RotateSigningKeyResponse {
             kid,
             published_kids,
         }))
     }
 
-    type WatchRevocationsStream = ReceiverStream<Result<pb::WatchRevocationsResponse, Status>>;
+    type WatchRevocationsStream = RevocationFeed;
 
     async fn watch_revocations(
         &self,
         request: Request<pb::WatchRevocationsRequest>,
     ) -> Rpc<Self::WatchRevocationsStream> {
         let caller = Self::caller(&request)?;
-        require(&caller, Permission::AuthWatch)?;
-        // Subscribe before taking the snapshot: a revocation in between is then delivered
-        // twice (harmless) rather than never.
-        let updates = self.core.revocations.subscribe();
-        let snapshot = self.core.revocations.revocations_snapshot();
-        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
-        let core = Arc::clone(&self.core);
-        tokio::spawn(forward(core, snapshot, updates, tx, self.stopping.clone()));
-        tracing::info!(watcher = %caller.user_id, "revocation watcher connected");
-        Ok(Response::new(ReceiverStream::new(rx)))
+        let feed = self
+            .core
+            .watch_revocations(&caller, self.stopping.clone())
+            .map_err(failed)?;
+        let encode: fn(RevocationBatch) -> _ = batch_proto;
+        Ok(Response::new(ReceiverStream::new(feed).map(encode)))
     }
 }
 
-/// Sends the snapshot, then each revocation as it happens, until the client goes away or the
-/// server stops. A watcher that fell behind the broadcast buffer gets a fresh snapshot.
-async fn forward(
-    core: Arc<AuthCore>,
-    snapshot: Vec<Revocation>,
-    mut updates: broadcast::Receiver<Revocation>,
-    tx: mpsc::Sender<Result<pb::WatchRevocationsResponse, Status>>,
-    mut stopping: watch::Receiver<bool>,
-) {
-    if tx.send(Ok(batch(&snapshot, true))).await.is_err() {
-        return;
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+
+    #[test]
+    fn a_reused_refresh_token_is_flagged_for_the_audit_layer() {
+        let status = refresh_failed(AuthError::RefreshTokenReused);
+        assert_eq!(status.code(), Code::Unauthenticated);
+        assert_eq!(
+            status
+                .metadata()
+                .get(umcp_audit_client::VIOLATION_HEADER)
+                .unwrap(),
+            "refresh_token_reuse"
+        );
     }
-    loop {
-        let message = tokio::select! {
-            _ = stopping.changed() => return,
-            () = tx.closed() => return,
-            next = updates.recv() => match next {
-                Ok(r) => batch(&[r], false),
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "revocation watcher lagged; resending snapshot");
-                    batch(&core.revocations.revocations_snapshot(), true)
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
-            },
-        };
-        if tx.send(Ok(message)).await.is_err() {
-            return;
+
+    #[test]
+    fn other_failures_carry_no_violation() {
+        for status in [
+            refresh_failed(AuthError::invalid_credentials()),
+            failed(AuthError::RefreshTokenReused),
+            failed(AuthError::Unexpected("detail".into())),
+        ] {
+            assert!(
+                status
+                    .metadata()
+                    .get(umcp_audit_client::VIOLATION_HEADER)
+                    .is_none(),
+                "{status:?}"
+            );
         }
     }
 }

@@ -55,6 +55,15 @@ struct State {
     entries: Vec<Arc<Entry>>,
 }
 
+/// The published public keys (active first).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Jwks {
+    /// As JWKs.
+    pub keys: Vec<pb::Jwk>,
+    /// As a JWKS JSON document (RFC 7517).
+    pub json: String,
+}
+
 /// The key ring.
 pub struct KeyRing {
     dir: PathBuf,
@@ -78,7 +87,7 @@ impl KeyRing {
     /// keys retired longer than `retention` ago. Blocking (file I/O).
     ///
     /// # Errors
-    /// [`AuthError::Unavailable`] when the directory or a key file cannot be read or written.
+    /// [`AuthError::DependencyUnavailable`] when the directory or a key file cannot be read or written.
     pub fn open_blocking(dir: &Path, retention: Duration) -> Result<Self, AuthError> {
         fs::DirBuilder::new()
             .recursive(true)
@@ -144,7 +153,7 @@ impl KeyRing {
     pub async fn open(dir: PathBuf, retention: Duration) -> Result<Arc<Self>, AuthError> {
         tokio::task::spawn_blocking(move || Self::open_blocking(&dir, retention).map(Arc::new))
             .await
-            .map_err(|e| AuthError::Internal(format!("keyring task: {e}")))?
+            .map_err(|e| AuthError::Unexpected(format!("keyring task: {e}")))?
     }
 
     /// The kid of the signing key.
@@ -185,17 +194,25 @@ impl KeyRing {
             .collect()
     }
 
+    /// The published public keys as `GetJwks` answers them: JWKs and a JWKS JSON document.
+    #[must_use]
+    pub fn jwks(&self) -> Jwks {
+        let keys = self.current_jwks();
+        let json = umcp_authz::keys::jwks_json(&keys);
+        Jwks { keys, json }
+    }
+
     /// Starts signing with a new key; the previous one is retired (still published for the
     /// retention period). Returns the new kid.
     ///
     /// # Errors
-    /// [`AuthError::Unavailable`] when the key files cannot be written.
+    /// [`AuthError::DependencyUnavailable`] when the key files cannot be written.
     pub async fn rotate(self: &Arc<Self>) -> Result<String, AuthError> {
         let _guard = self.rotate_lock.lock().await;
         let ring = Arc::clone(self);
         tokio::task::spawn_blocking(move || ring.rotate_blocking())
             .await
-            .map_err(|e| AuthError::Internal(format!("keyring task: {e}")))?
+            .map_err(|e| AuthError::Unexpected(format!("keyring task: {e}")))?
     }
 
     fn rotate_blocking(&self) -> Result<String, AuthError> {
@@ -253,9 +270,9 @@ impl KeyRing {
 
     fn add_new_key_blocking(&self) -> Result<String, AuthError> {
         let mut seed = [0u8; 32];
-        getrandom::fill(&mut seed).map_err(|e| AuthError::Internal(format!("getrandom: {e}")))?;
+        getrandom::fill(&mut seed).map_err(|e| AuthError::Unexpected(format!("getrandom: {e}")))?;
         let mut kid = [0u8; 12];
-        getrandom::fill(&mut kid).map_err(|e| AuthError::Internal(format!("getrandom: {e}")))?;
+        getrandom::fill(&mut kid).map_err(|e| AuthError::Unexpected(format!("getrandom: {e}")))?;
         let file = KeyFile {
             kid: hex::encode(kid),
             created_at: now_micros(),
@@ -289,7 +306,9 @@ fn entry_of(file: KeyFile) -> Result<Entry, AuthError> {
         .decode(&file.seed)
         .ok()
         .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| AuthError::Unavailable(format!("signing key {} is corrupt", file.kid)))?;
+        .ok_or_else(|| {
+            AuthError::DependencyUnavailable(format!("signing key {} is corrupt", file.kid))
+        })?;
     Ok(Entry {
         kid: file.kid,
         created_at: file.created_at,
@@ -300,14 +319,14 @@ fn entry_of(file: KeyFile) -> Result<Entry, AuthError> {
 
 fn io_error(what: &str, e: &std::io::Error) -> AuthError {
     tracing::error!(error = %e, what, "signing key storage failed");
-    AuthError::Unavailable(format!("cannot {what}"))
+    AuthError::DependencyUnavailable(format!("cannot {what}"))
 }
 
 fn read_key_file(path: &Path) -> Result<KeyFile, AuthError> {
     let bytes = fs::read(path).map_err(|e| io_error("read a signing key", &e))?;
     serde_json::from_slice(&bytes).map_err(|_| {
         tracing::error!(path = %path.display(), "signing key file is not valid");
-        AuthError::Unavailable("a signing key file is corrupt".into())
+        AuthError::DependencyUnavailable("a signing key file is corrupt".into())
     })
 }
 
@@ -315,7 +334,7 @@ fn write_key_file(dir: &Path, file: &KeyFile) -> Result<(), AuthError> {
     let path = dir.join(format!("{}{SUFFIX}", file.kid));
     let tmp = dir.join(format!("{}{SUFFIX}.tmp", file.kid));
     let json =
-        serde_json::to_vec(file).map_err(|e| AuthError::Internal(format!("key json: {e}")))?;
+        serde_json::to_vec(file).map_err(|e| AuthError::Unexpected(format!("key json: {e}")))?;
     let write = || -> std::io::Result<()> {
         let mut f = fs::OpenOptions::new()
             .write(true)
@@ -368,6 +387,16 @@ pub(crate) mod tests {
         v.validate_aud = false;
         v.required_spec_claims.clear();
         v
+    }
+
+    #[test]
+    fn jwks_lists_the_published_keys_as_jwks_and_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = KeyRing::open_blocking(dir.path(), Duration::from_secs(60)).unwrap();
+        let jwks = ring.jwks();
+        assert_eq!(jwks.keys, ring.current_jwks());
+        assert_eq!(jwks.json, umcp_authz::keys::jwks_json(&jwks.keys));
+        assert!(jwks.json.contains(&ring.active_kid()), "{}", jwks.json);
     }
 
     #[test]

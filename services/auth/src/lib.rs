@@ -4,14 +4,14 @@
 //! [`refresh`] (rotating refresh-token families), [`api_keys`] (format and records),
 //! [`keyring`] (signing keys and JWKS), [`revocations`] (persisted list + broadcast),
 //! [`throttle`] (failed logins), [`tokens`] (access tokens), all over [`storage`].
-//! [`service::AuthCore`] assembles them; [`sessions`] and [`admin`] hold the operations;
-//! [`grpc`] is only the adapter.
+//! [`service::AuthCore`] assembles them behind private fields; its operations live in
+//! [`service`] ([`sessions`], [`admin`], the revocation feed, one place for permission
+//! checks); [`grpc`] is only the adapter (decode, call the domain, map the error).
 //!
 //! Callers are authenticated on this port by the same `umcp-authz` layer as everywhere else;
 //! its verifier reads the key ring ([`keyring::KeyRing`] is its `KeySource`) and the revocation
 //! list ([`revocations::Revocations`] keeps its `RevocationSet` in step) in-process.
 
-pub mod admin;
 pub mod api_keys;
 pub mod bootstrap;
 mod clock;
@@ -25,7 +25,6 @@ pub mod revocations;
 mod secrets;
 mod self_token;
 pub mod service;
-pub mod sessions;
 pub mod storage;
 pub mod throttle;
 pub mod tokens;
@@ -43,6 +42,7 @@ use umcp_store::grafeo::{GrafeoConfig, GrafeoStore};
 
 pub use config::{AuthConfig, PasswordConfig, Secret, ThrottleConfig};
 pub use error::AuthError;
+pub use service::{admin, sessions};
 
 impl ProcessConfig for AuthConfig {
     fn log(&self) -> &umcp_telemetry::LogConfig {
@@ -111,7 +111,7 @@ pub async fn run(
     let emitter = umcp_audit_client::start_emitter(&config.audit, Some(credentials), "auth")
         .map_err(|e| Error::Audit(e.to_string()))?;
     let result = umcp_rpc::Server::new("auth")
-        .auth(Arc::clone(&core.verifier))
+        .auth(Arc::clone(core.verifier()))
         .audit(emitter)
         .add_service(svc)
         .serve(listener, shutdown)

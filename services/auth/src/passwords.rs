@@ -29,7 +29,7 @@ impl Passwords {
     /// [`Passwords::new`]).
     ///
     /// # Errors
-    /// [`AuthError::Internal`] when the parameters are rejected by argon2.
+    /// [`AuthError::Unexpected`] when the parameters are rejected by argon2.
     pub fn new_blocking(config: &PasswordConfig) -> Result<Self, AuthError> {
         let params = Params::new(
             config.memory_kib,
@@ -37,9 +37,10 @@ impl Passwords {
             config.parallelism,
             None,
         )
-        .map_err(|e| AuthError::Internal(format!("argon2 parameters: {e}")))?;
+        .map_err(|e| AuthError::Unexpected(format!("argon2 parameters: {e}")))?;
         let mut random = [0u8; 32];
-        getrandom::fill(&mut random).map_err(|e| AuthError::Internal(format!("getrandom: {e}")))?;
+        getrandom::fill(&mut random)
+            .map_err(|e| AuthError::Unexpected(format!("getrandom: {e}")))?;
         let dummy_hash = hash_with(&params, &hex::encode(random))?;
         Ok(Self {
             params,
@@ -55,13 +56,13 @@ impl Passwords {
     pub async fn new(config: PasswordConfig) -> Result<Self, AuthError> {
         tokio::task::spawn_blocking(move || Self::new_blocking(&config))
             .await
-            .map_err(|e| AuthError::Internal(format!("hashing task: {e}")))?
+            .map_err(|e| AuthError::Unexpected(format!("hashing task: {e}")))?
     }
 
     /// A new PHC string for `password`.
     ///
     /// # Errors
-    /// [`AuthError::Internal`] when hashing fails, [`AuthError::Unavailable`] at shutdown.
+    /// [`AuthError::Unexpected`] when hashing fails, [`AuthError::DependencyUnavailable`] at shutdown.
     pub async fn hash(&self, password: &str) -> Result<String, AuthError> {
         let params = self.params.clone();
         let password = password.to_owned();
@@ -72,7 +73,7 @@ impl Passwords {
     /// false, taking the same time as a real check.
     ///
     /// # Errors
-    /// [`AuthError::Unavailable`] at shutdown, [`AuthError::Internal`] if the task panicked.
+    /// [`AuthError::DependencyUnavailable`] at shutdown, [`AuthError::Unexpected`] if the task panicked.
     pub async fn verify(&self, password: &str, phc: Option<&str>) -> Result<bool, AuthError> {
         let known = phc.is_some();
         let phc = phc.map_or_else(|| Arc::clone(&self.dummy_hash), Arc::from);
@@ -121,25 +122,25 @@ impl Passwords {
         let permit = Arc::clone(&self.permits)
             .acquire_owned()
             .await
-            .map_err(|_| AuthError::Unavailable("shutting down".into()))?;
+            .map_err(|_| AuthError::DependencyUnavailable("shutting down".into()))?;
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             work()
         })
         .await
-        .map_err(|e| AuthError::Internal(format!("hashing task: {e}")))?
+        .map_err(|e| AuthError::Unexpected(format!("hashing task: {e}")))?
     }
 }
 
 fn hash_with(params: &Params, password: &str) -> Result<String, AuthError> {
     let mut salt = [0u8; 16];
-    getrandom::fill(&mut salt).map_err(|e| AuthError::Internal(format!("getrandom: {e}")))?;
+    getrandom::fill(&mut salt).map_err(|e| AuthError::Unexpected(format!("getrandom: {e}")))?;
     let salt = SaltString::encode_b64(&salt)
-        .map_err(|e| AuthError::Internal(format!("salt encoding: {e}")))?;
+        .map_err(|e| AuthError::Unexpected(format!("salt encoding: {e}")))?;
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
-        .map_err(|e| AuthError::Internal(format!("argon2: {e}")))
+        .map_err(|e| AuthError::Unexpected(format!("argon2: {e}")))
 }
 
 #[cfg(test)]

@@ -109,14 +109,14 @@ impl RefreshTokens {
     /// Uses `token`: rotates it, or detects reuse and revokes its family.
     ///
     /// # Errors
-    /// [`AuthError::Unauthenticated`] for an unknown, expired or revoked token; store errors.
+    /// [`AuthError::CredentialsRejected`] for an unknown, expired or revoked token; store errors.
     pub async fn rotate(&self, token: &str) -> Result<Rotation> {
         let _guard = self.lock.lock().await;
         let (record, family) = self.find(token).await?;
         let sid = record.string("family")?;
         let user_id = record.string("user_id")?;
         if family.flag("revoked") {
-            return Err(AuthError::unauthenticated("refresh token has been revoked"));
+            return Err(AuthError::rejected("refresh token has been revoked"));
         }
         if record.flag("rotated") {
             self.set_revoked(&sid, &user_id, family.int("expires_at")?)
@@ -125,7 +125,7 @@ impl RefreshTokens {
             return Ok(Rotation::Reused { sid, user_id });
         }
         if record.int("expires_at")? <= now_micros() {
-            return Err(AuthError::unauthenticated("refresh token has expired"));
+            return Err(AuthError::rejected("refresh token has expired"));
         }
         let issued = self.new_token(sid, &user_id)?;
         let mut used = NodeInput {
@@ -149,7 +149,7 @@ impl RefreshTokens {
     /// The family and user of a live (or rotated) token, for logout.
     ///
     /// # Errors
-    /// [`AuthError::Unauthenticated`] for an unknown or expired token; store errors.
+    /// [`AuthError::CredentialsRejected`] for an unknown or expired token; store errors.
     pub async fn family_of(&self, token: &str) -> Result<(String, String)> {
         let (record, _) = self.find(token).await?;
         Ok((record.string("family")?, record.string("user_id")?))
@@ -190,7 +190,7 @@ impl RefreshTokens {
     }
 
     async fn find(&self, token: &str) -> Result<(umcp_store::Node, umcp_store::Node)> {
-        let invalid = || AuthError::unauthenticated("invalid refresh token");
+        let invalid = || AuthError::rejected("invalid refresh token");
         if !token.starts_with(PREFIX) || token.len() != PREFIX.len() + 43 {
             return Err(invalid());
         }
@@ -295,10 +295,7 @@ mod tests {
             }
         );
         let err = t.rotate(&second.token).await.unwrap_err();
-        assert_eq!(
-            err,
-            AuthError::unauthenticated("refresh token has been revoked")
-        );
+        assert_eq!(err, AuthError::rejected("refresh token has been revoked"));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -325,13 +322,13 @@ mod tests {
         for bad in ["", "umcp_rt_short", &format!("{PREFIX}{}", "A".repeat(43))] {
             assert_eq!(
                 t.rotate(bad).await.unwrap_err(),
-                AuthError::unauthenticated("invalid refresh token")
+                AuthError::rejected("invalid refresh token")
             );
         }
         let issued = t.start("u1").await.unwrap();
         assert_eq!(
             t.rotate(&issued.token).await.unwrap_err(),
-            AuthError::unauthenticated("refresh token has expired")
+            AuthError::rejected("refresh token has expired")
         );
         assert_eq!(t.purge_expired().await.unwrap(), 2);
 

@@ -125,7 +125,7 @@ impl Revocations {
         let mut set = HashMap::new();
         for node in nodes {
             let kind = RevocationKind::parse(&node.string("kind")?).ok_or_else(|| {
-                AuthError::Internal(format!("record {} has a bad kind", node.key))
+                AuthError::Unexpected(format!("record {} has a bad kind", node.key))
             })?;
             let r = Revocation {
                 kind,

@@ -12,10 +12,10 @@ pub(crate) const BASE62: &[u8; 62] =
 /// `N` random bytes.
 ///
 /// # Errors
-/// [`AuthError::Internal`] when the OS has no randomness to give (never on Linux after boot).
+/// [`AuthError::Unexpected`] when the OS has no randomness to give (never on Linux after boot).
 pub(crate) fn bytes<const N: usize>() -> Result<[u8; N], AuthError> {
     let mut out = [0u8; N];
-    getrandom::fill(&mut out).map_err(|e| AuthError::Internal(format!("getrandom: {e}")))?;
+    getrandom::fill(&mut out).map_err(|e| AuthError::Unexpected(format!("getrandom: {e}")))?;
     Ok(out)
 }
 

@@ -4,8 +4,6 @@
 use std::sync::{Arc, Weak};
 
 use tokio::sync::Mutex;
-use umcp_authz::claims::AuthMethod;
-use umcp_authz::permissions::Role;
 
 use crate::clock::now_secs;
 use crate::service::AuthCore;
@@ -46,13 +44,7 @@ impl umcp_authz::remote::TokenProvider for SelfToken {
             .core
             .upgrade()
             .ok_or_else(|| tonic::Status::unavailable("the auth service is stopping"))?;
-        let minted = core.tokens.mint(
-            SELF_ID,
-            SELF_ID,
-            &[Role::Service],
-            SELF_ID,
-            AuthMethod::ApiKey,
-        );
+        let minted = core.mint_service_token(SELF_ID);
         let token: Arc<str> = Arc::from(minted.token);
         let lifetime = minted.claims.exp - minted.claims.iat;
         *current = Some((Arc::clone(&token), minted.claims.iat + lifetime * 4 / 5));

@@ -189,7 +189,7 @@ impl Records {
             .into_iter()
             .map(|row| match row.into_iter().next() {
                 Some(Value::Node(node)) => Ok(node),
-                other => Err(AuthError::Internal(format!(
+                other => Err(AuthError::Unexpected(format!(
                     "expected a node, got {other:?}"
                 ))),
             })
@@ -241,7 +241,7 @@ impl NodeExt for Node {
 }
 
 fn corrupt(key: &str, name: &str) -> AuthError {
-    AuthError::Internal(format!("record {key} has no valid `{name}`"))
+    AuthError::Unexpected(format!("record {key} has no valid `{name}`"))
 }
 
 /// Builds a property map.

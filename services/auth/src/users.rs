@@ -109,7 +109,7 @@ impl Users {
     /// Creates a user; `username` must already be validated and lowercase.
     ///
     /// # Errors
-    /// [`AuthError::AlreadyExists`] when the username is taken; store errors.
+    /// [`AuthError::NameTaken`] when the username is taken; store errors.
     pub async fn create(
         &self,
         username: &str,
@@ -118,7 +118,7 @@ impl Users {
     ) -> Result<User> {
         let _guard = self.lock.lock().await;
         if self.find_username(username).await?.is_some() {
-            return Err(AuthError::AlreadyExists(format!(
+            return Err(AuthError::NameTaken(format!(
                 "username `{username}` is taken (usernames are case-insensitive)"
             )));
         }
@@ -173,7 +173,7 @@ impl Users {
     /// Replaces a user's roles.
     ///
     /// # Errors
-    /// [`AuthError::NotFound`]; store errors.
+    /// [`AuthError::DoesNotExist`]; store errors.
     pub async fn set_roles(&self, id: &str, roles: Vec<Role>) -> Result<User> {
         self.modify(id, |u| u.roles = roles).await
     }
@@ -181,7 +181,7 @@ impl Users {
     /// Replaces a user's password hash.
     ///
     /// # Errors
-    /// [`AuthError::NotFound`]; store errors.
+    /// [`AuthError::DoesNotExist`]; store errors.
     pub async fn set_password_hash(&self, id: &str, password_hash: String) -> Result<User> {
         self.modify(id, |u| u.password_hash = password_hash).await
     }
@@ -189,7 +189,7 @@ impl Users {
     /// Disables a user (idempotent).
     ///
     /// # Errors
-    /// [`AuthError::NotFound`]; store errors.
+    /// [`AuthError::DoesNotExist`]; store errors.
     pub async fn disable(&self, id: &str) -> Result<User> {
         self.modify(id, |u| u.disabled = true).await
     }
@@ -199,7 +199,7 @@ impl Users {
         let mut user = self
             .by_id(id)
             .await?
-            .ok_or_else(|| AuthError::NotFound(format!("user {id} does not exist")))?;
+            .ok_or_else(|| AuthError::DoesNotExist(format!("user {id} does not exist")))?;
         change(&mut user);
         self.write(&user).await?;
         Ok(user)
@@ -252,7 +252,7 @@ mod tests {
             .create("alice", "$h".into(), vec![Role::Viewer])
             .await
             .unwrap_err();
-        assert!(matches!(err, AuthError::AlreadyExists(_)));
+        assert!(matches!(err, AuthError::NameTaken(_)));
         let b = users
             .create("bob", "$h".into(), vec![Role::Admin])
             .await
@@ -275,7 +275,7 @@ mod tests {
         assert!(users.by_id(&a.id).await.unwrap().unwrap().disabled);
         assert!(matches!(
             users.disable(&new_id()).await,
-            Err(AuthError::NotFound(_))
+            Err(AuthError::DoesNotExist(_))
         ));
         assert!(!format!("{a:?}").contains("$h"));
         assert_eq!(

@@ -1,53 +1,65 @@
-//! The auth domain assembled from its components, plus its background upkeep.
+//! The auth domain: [`AuthCore`] assembled from its components, its operations and its
+//! background upkeep.
 //!
-//! The operations live in `sessions` (login, refresh, logout, API-key exchange) and `admin`
-//! (users, API keys, signing keys); the gRPC adapter only decodes and maps errors.
+//! The operations live in [`sessions`] (login, refresh, logout, API-key exchange), [`admin`]
+//! (users, API keys, signing keys, start-up provisioning) and `feed` (the `WatchRevocations`
+//! feed); every permission and ownership check is in `access`. The gRPC adapter only decodes,
+//! calls these and maps the error.
+
+mod access;
+pub mod admin;
+mod feed;
+pub mod sessions;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use umcp_authz::claims::AuthMethod;
+use umcp_authz::permissions::Role;
 use umcp_authz::{Verifier, VerifierConfig};
 use umcp_store::GraphStore;
 
 use crate::api_keys::ApiKeys;
 use crate::config::AuthConfig;
 use crate::error::AuthError;
-use crate::keyring::KeyRing;
+use crate::keyring::{Jwks, KeyRing};
 use crate::passwords::Passwords;
 use crate::refresh::RefreshTokens;
 use crate::revocations::Revocations;
 use crate::storage::Records;
 use crate::throttle::Throttle;
-use crate::tokens::Tokens;
+use crate::tokens::{AccessToken, Tokens};
 use crate::users::Users;
+pub use feed::RevocationBatch;
 
-/// Every component of the auth service.
+/// Every component of the auth service. The fields are private: the operations of this module
+/// and its submodules are the only way in.
 #[derive(Debug)]
 pub struct AuthCore {
     /// Users.
-    pub users: Users,
+    users: Users,
     /// Password hashing.
-    pub passwords: Passwords,
+    passwords: Passwords,
     /// Refresh-token families.
-    pub refresh: RefreshTokens,
+    refresh: RefreshTokens,
     /// API keys.
-    pub api_keys: ApiKeys,
+    api_keys: ApiKeys,
     /// Signing keys.
-    pub keyring: Arc<KeyRing>,
+    keyring: Arc<KeyRing>,
     /// Revocation list.
-    pub revocations: Arc<Revocations>,
+    revocations: Arc<Revocations>,
     /// Access tokens.
-    pub tokens: Tokens,
+    tokens: Tokens,
     /// Failed-login throttling.
-    pub throttle: Throttle,
+    throttle: Throttle,
     /// The verifier of the `umcp-authz` layer on this service's port, over the key ring and
     /// the revocation list in-process.
-    pub verifier: Arc<Verifier>,
+    verifier: Arc<Verifier>,
     /// How long after issuance an access token may still be accepted (TTL + leeway), in
     /// microseconds: the lifetime of SESSION and USER revocations.
-    pub horizon_micros: i64,
+    horizon_micros: i64,
     /// Verifier clock leeway in microseconds.
-    pub leeway_micros: i64,
+    leeway_micros: i64,
 }
 
 impl AuthCore {
@@ -95,6 +107,38 @@ impl AuthCore {
             horizon_micros: micros(config.token_horizon()),
             leeway_micros: micros(Duration::from_secs(config.clock_leeway_secs)),
         })
+    }
+
+    /// The verifier for the `umcp-authz` layer on this service's port (it reads the key ring
+    /// and the revocation list in-process).
+    #[must_use]
+    pub fn verifier(&self) -> &Arc<Verifier> {
+        &self.verifier
+    }
+
+    /// The access-token lifetime in seconds.
+    #[must_use]
+    pub fn access_ttl_secs(&self) -> i64 {
+        self.tokens.ttl_secs()
+    }
+
+    /// The refresh-token lifetime.
+    #[must_use]
+    pub fn refresh_ttl(&self) -> Duration {
+        self.refresh.ttl()
+    }
+
+    /// The published public keys (`GetJwks`).
+    #[must_use]
+    pub fn jwks(&self) -> Jwks {
+        self.keyring.jwks()
+    }
+
+    /// A token for this service's own calls: subject and session `id`, role `service`.
+    #[must_use]
+    pub(crate) fn mint_service_token(&self, id: &str) -> AccessToken {
+        self.tokens
+            .mint(id, id, &[Role::Service], id, AuthMethod::ApiKey)
     }
 
     /// Removes expired revocations and refresh tokens every `interval` until `stop` fires.

@@ -28,8 +28,8 @@ impl AuthCore {
     /// all get the same answer after the same work (one argon2 verification).
     ///
     /// # Errors
-    /// [`AuthError::InvalidArgument`] for malformed input, [`AuthError::Throttled`] while
-    /// locked out, [`AuthError::Unauthenticated`] for bad credentials.
+    /// [`AuthError::InvalidInput`] for malformed input, [`AuthError::Throttled`] while
+    /// locked out, [`AuthError::CredentialsRejected`] for bad credentials.
     pub async fn login(
         &self,
         username: &str,
@@ -74,7 +74,7 @@ impl AuthCore {
     /// Rotates a refresh token. Reuse of a rotated token revokes the whole session.
     ///
     /// # Errors
-    /// [`AuthError::InvalidArgument`] for an empty token, [`AuthError::Unauthenticated`] for
+    /// [`AuthError::InvalidInput`] for an empty token, [`AuthError::CredentialsRejected`] for
     /// an unknown, expired, revoked or reused token or a disabled user.
     pub async fn refresh(&self, token: &str) -> Result<TokenPair> {
         if token.is_empty() {
@@ -84,13 +84,13 @@ impl AuthCore {
             Rotation::Rotated(issued) => issued,
             Rotation::Reused { sid, .. } => {
                 self.revoke_session(&sid).await?;
-                return Err(AuthError::RefreshReused);
+                return Err(AuthError::RefreshTokenReused);
             }
         };
         let user = self.users.by_id(&issued.user_id).await?;
         let Some(user) = user.filter(|u| !u.disabled) else {
             self.refresh.revoke_family(&issued.sid).await?;
-            return Err(AuthError::unauthenticated("the user is disabled"));
+            return Err(AuthError::rejected("the user is disabled"));
         };
         let access = self.tokens.mint(
             &user.id,
@@ -110,15 +110,15 @@ impl AuthCore {
     /// API-key token only the token itself is revoked (revoke the key to stop the rest).
     ///
     /// # Errors
-    /// [`AuthError::Unauthenticated`] for an unknown refresh token,
-    /// [`AuthError::PermissionDenied`] for another user's refresh token; store errors.
+    /// [`AuthError::CredentialsRejected`] for an unknown refresh token,
+    /// [`AuthError::NotPermitted`] for another user's refresh token; store errors.
     pub async fn logout(&self, caller: &Principal, refresh_token: &str) -> Result<()> {
         let sid = if refresh_token.is_empty() {
             (caller.auth_method != AuthMethod::ApiKey).then(|| caller.session_id.clone())
         } else {
             let (sid, user_id) = self.refresh.family_of(refresh_token).await?;
             if user_id != caller.user_id {
-                return Err(AuthError::PermissionDenied(
+                return Err(AuthError::NotPermitted(
                     "refresh_token belongs to another user".into(),
                 ));
             }
@@ -138,9 +138,9 @@ impl AuthCore {
     /// API key → access token (no refresh token).
     ///
     /// # Errors
-    /// [`AuthError::InvalidArgument`] for a key that is not an `umcp_` key (checked offline),
-    /// [`AuthError::Unauthenticated`] for an unknown, revoked or expired key or a disabled
-    /// owner, [`AuthError::PermissionDenied`] when the owner no longer holds any of its roles.
+    /// [`AuthError::InvalidInput`] for a key that is not an `umcp_` key (checked offline),
+    /// [`AuthError::CredentialsRejected`] for an unknown, revoked or expired key or a disabled
+    /// owner, [`AuthError::NotPermitted`] when the owner no longer holds any of its roles.
     pub async fn exchange(&self, key: &str) -> Result<AccessToken> {
         if !api_keys::well_formed(key) {
             return Err(AuthError::invalid(
@@ -155,22 +155,20 @@ impl AuthCore {
             .api_keys
             .by_secret(key)
             .await?
-            .ok_or_else(|| AuthError::unauthenticated("invalid api key"))?;
+            .ok_or_else(|| AuthError::rejected("invalid api key"))?;
         if record.revoked {
-            return Err(AuthError::unauthenticated("api key has been revoked"));
+            return Err(AuthError::rejected("api key has been revoked"));
         }
         if record.expires_at.is_some_and(|t| t <= now_micros()) {
-            return Err(AuthError::unauthenticated("api key has expired"));
+            return Err(AuthError::rejected("api key has expired"));
         }
         let owner = self.users.by_id(&record.owner).await?;
         let Some(owner) = owner.filter(|u| !u.disabled) else {
-            return Err(AuthError::unauthenticated(
-                "the api key's owner is disabled",
-            ));
+            return Err(AuthError::rejected("the api key's owner is disabled"));
         };
         let roles = record.effective_roles(&owner.roles);
         if roles.is_empty() {
-            return Err(AuthError::PermissionDenied(
+            return Err(AuthError::NotPermitted(
                 "the api key's roles are no longer held by its owner".into(),
             ));
         }

@@ -1,10 +1,13 @@
 //! Administration: users, API keys (own and, for admins, others'), signing keys.
 //!
 //! The permission table lets every authenticated caller reach the API-key calls; acting on
-//! another user's keys depends on the request body, so it is checked here.
+//! another user's keys depends on the request body, so it is checked here (with the checks
+//! of `access`).
 
+use umcp_authz::Principal;
 use umcp_authz::permissions::{Permission, Role};
 
+use super::access::{require, require_owner};
 use crate::api_keys::ApiKey;
 use crate::clock::now_micros;
 use crate::error::AuthError;
@@ -12,7 +15,6 @@ use crate::revocations::RevocationKind;
 use crate::service::AuthCore;
 use crate::users::User;
 use crate::validate;
-use umcp_authz::Principal;
 
 type Result<T> = std::result::Result<T, AuthError>;
 
@@ -27,27 +29,11 @@ pub enum KeyOwnerFilter {
     User(String),
 }
 
-/// Refuses callers whose roles do not grant `permission` (the layer checks the table; this is
-/// for decisions that depend on the request body, and a second lock on admin calls).
-///
-/// # Errors
-/// [`AuthError::PermissionDenied`] naming the permission.
-pub fn require(caller: &Principal, permission: Permission) -> Result<()> {
-    if caller.has(permission) {
-        Ok(())
-    } else {
-        Err(AuthError::PermissionDenied(format!(
-            "this call needs the `{permission}` permission; the caller's roles ({}) do not grant it",
-            caller.role_names()
-        )))
-    }
-}
-
 impl KeyOwnerFilter {
     /// Parses `owner_user_id`: empty = own, `*` = all, else a user id.
     ///
     /// # Errors
-    /// [`AuthError::InvalidArgument`] for a malformed id.
+    /// [`AuthError::InvalidInput`] for a malformed id.
     pub fn parse(value: &str) -> Result<Self> {
         match value {
             "" => Ok(Self::Own),
@@ -64,7 +50,7 @@ impl AuthCore {
     /// Creates a user (admin).
     ///
     /// # Errors
-    /// Invalid input, [`AuthError::AlreadyExists`], store errors.
+    /// Invalid input, [`AuthError::NameTaken`], store errors.
     pub async fn create_user(
         &self,
         caller: &Principal,
@@ -76,8 +62,7 @@ impl AuthCore {
         let username = validate::username("username", username)?;
         validate::new_password("password", password)?;
         let roles = validate::roles("roles", roles, true)?;
-        let hash = self.passwords.hash(password).await?;
-        self.users.create(&username, hash, roles).await
+        self.provision_user(&username, password, roles).await
     }
 
     /// Lists users (admin).
@@ -98,7 +83,7 @@ impl AuthCore {
     /// so a downgrade takes effect at once.
     ///
     /// # Errors
-    /// Invalid input, [`AuthError::NotFound`], store errors.
+    /// Invalid input, [`AuthError::DoesNotExist`], store errors.
     pub async fn set_user_roles(
         &self,
         caller: &Principal,
@@ -118,7 +103,7 @@ impl AuthCore {
             .users
             .by_id(user_id)
             .await?
-            .ok_or_else(|| AuthError::NotFound(format!("user {user_id} does not exist")))?;
+            .ok_or_else(|| AuthError::DoesNotExist(format!("user {user_id} does not exist")))?;
         let user = self.users.set_roles(user_id, roles).await?;
         if before.roles != user.roles {
             self.revoke_user(user_id).await?;
@@ -131,7 +116,7 @@ impl AuthCore {
     /// exchanging.
     ///
     /// # Errors
-    /// Invalid input (including disabling yourself), [`AuthError::NotFound`], store errors.
+    /// Invalid input (including disabling yourself), [`AuthError::DoesNotExist`], store errors.
     pub async fn disable_user(&self, caller: &Principal, user_id: &str) -> Result<User> {
         require(caller, Permission::SystemAdmin)?;
         validate::id("user_id", user_id)?;
@@ -159,8 +144,8 @@ impl AuthCore {
     /// be a subset of the owner's.
     ///
     /// # Errors
-    /// Invalid input, [`AuthError::PermissionDenied`] (another user's key without admin, or
-    /// roles the owner lacks), [`AuthError::NotFound`] for an unknown owner, store errors.
+    /// Invalid input, [`AuthError::NotPermitted`] (another user's key without admin, or
+    /// roles the owner lacks), [`AuthError::DoesNotExist`] for an unknown owner, store errors.
     pub async fn create_api_key(
         &self,
         caller: &Principal,
@@ -183,12 +168,11 @@ impl AuthCore {
             validate::id("owner_user_id", owner_user_id)?;
             owner_user_id.to_owned()
         };
-        self.require_owner_access(caller, &owner_id)?;
-        let owner = self
-            .users
-            .by_id(&owner_id)
-            .await?
-            .ok_or_else(|| AuthError::NotFound(format!("user {owner_id} does not exist")))?;
+        require_owner(caller, &owner_id)?;
+        let owner =
+            self.users.by_id(&owner_id).await?.ok_or_else(|| {
+                AuthError::DoesNotExist(format!("user {owner_id} does not exist"))
+            })?;
         if owner.disabled {
             return Err(AuthError::invalid("owner_user_id", "the user is disabled"));
         }
@@ -205,13 +189,13 @@ impl AuthCore {
             owner.roles.clone()
         };
         if ceiling.is_empty() {
-            return Err(AuthError::PermissionDenied(
+            return Err(AuthError::NotPermitted(
                 "the caller's token grants none of the owner's roles, so no key can be created"
                     .into(),
             ));
         }
         if let Some((i, role)) = roles.iter().enumerate().find(|(_, r)| !ceiling.contains(r)) {
-            return Err(AuthError::PermissionDenied(format!(
+            return Err(AuthError::NotPermitted(format!(
                 "roles[{i}]: role {role} is not allowed; a key grants a subset of [{}]",
                 crate::users::roles_to_string(&ceiling)
             )));
@@ -229,7 +213,7 @@ impl AuthCore {
     /// Lists API keys per `filter`.
     ///
     /// # Errors
-    /// [`AuthError::PermissionDenied`] for others' keys without admin; store errors.
+    /// [`AuthError::NotPermitted`] for others' keys without admin; store errors.
     pub async fn list_api_keys(
         &self,
         caller: &Principal,
@@ -244,7 +228,7 @@ impl AuthCore {
                 None
             }
             KeyOwnerFilter::User(id) => {
-                self.require_owner_access(caller, id)?;
+                require_owner(caller, id)?;
                 Some(id.as_str())
             }
         };
@@ -255,15 +239,14 @@ impl AuthCore {
     /// working too (SESSION revocation of `key:<id>`).
     ///
     /// # Errors
-    /// Invalid input, [`AuthError::NotFound`], [`AuthError::PermissionDenied`], store errors.
+    /// Invalid input, [`AuthError::DoesNotExist`], [`AuthError::NotPermitted`], store errors.
     pub async fn revoke_api_key(&self, caller: &Principal, key_id: &str) -> Result<()> {
         validate::id("key_id", key_id)?;
-        let key = self
-            .api_keys
-            .by_id(key_id)
-            .await?
-            .ok_or_else(|| AuthError::NotFound(format!("api key {key_id} does not exist")))?;
-        self.require_owner_access(caller, &key.owner)?;
+        let key =
+            self.api_keys.by_id(key_id).await?.ok_or_else(|| {
+                AuthError::DoesNotExist(format!("api key {key_id} does not exist"))
+            })?;
+        require_owner(caller, &key.owner)?;
         let key = self.api_keys.revoke(key_id).await?;
         self.revoke_session(&key.sid()).await
     }
@@ -285,15 +268,51 @@ impl AuthCore {
             .collect();
         Ok((kid, published))
     }
+}
 
-    fn require_owner_access(&self, caller: &Principal, owner_id: &str) -> Result<()> {
-        if owner_id == caller.user_id || caller.has(Permission::SystemAdmin) {
-            Ok(())
-        } else {
-            Err(AuthError::PermissionDenied(
-                "acting on another user's api keys needs the `system:admin` permission".into(),
-            ))
-        }
+/// Start-up provisioning (the bootstrap admin and service account): no caller, no checks.
+impl AuthCore {
+    /// Whether any user exists.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub(crate) async fn has_users(&self) -> Result<bool> {
+        Ok(!self.users.is_empty().await?)
+    }
+
+    /// The user named `username` (canonical form), if any.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub(crate) async fn user_by_username(&self, username: &str) -> Result<Option<User>> {
+        self.users.by_username(username).await
+    }
+
+    /// Hashes `password` and creates the user.
+    ///
+    /// # Errors
+    /// [`AuthError::NameTaken`], hashing and store errors.
+    pub(crate) async fn provision_user(
+        &self,
+        username: &str,
+        password: &str,
+        roles: Vec<Role>,
+    ) -> Result<User> {
+        let hash = self.passwords.hash(password).await?;
+        self.users.create(username, hash, roles).await
+    }
+
+    /// Creates an API key for `owner_id` (no expiry). Returns the record and the secret.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub(crate) async fn provision_api_key(
+        &self,
+        owner_id: &str,
+        name: &str,
+        roles: Vec<Role>,
+    ) -> Result<(ApiKey, String)> {
+        self.api_keys.create(owner_id, name, roles, None).await
     }
 }
 
