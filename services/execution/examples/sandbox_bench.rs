@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use umcp_execution::runtime::base_env;
-use umcp_execution::sandbox::{
+use umcp_sandbox::process::{
     NamespaceSandbox, RunLimits, RunSpec, Sandbox, SandboxOptions, Termination,
 };
 

@@ -5,11 +5,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use umcp_sandbox::process::{ExtraBind, RunError, RunLimits, Termination};
+
 use crate::config::ExecutionConfig;
 use crate::error::ExecError;
+use crate::model::{GenerateInput, Generated};
 use crate::render;
-use crate::sandbox::{ExtraBind, RunLimits, SandboxError, Termination};
-use crate::service::ExecutionService;
+use crate::service::{ExecutionService, new_id, sha256_hex};
+use crate::sink::Activity;
 use crate::template::{self, FailureKind, RenderFailure};
 
 /// Where the renderer binary appears inside the sandbox.
@@ -69,6 +72,33 @@ fn from_failure(f: RenderFailure) -> ExecError {
 }
 
 impl ExecutionService {
+    /// GenerateCode: renders the template in the sandbox and records the generation (by the
+    /// hashes of template, context and output, not their text).
+    pub async fn generate_code(
+        &self,
+        user: &str,
+        input: GenerateInput,
+    ) -> Result<Generated, ExecError> {
+        let template_sha256 = sha256_hex(input.template.as_bytes());
+        let context_sha256 = sha256_hex(input.context_json.as_bytes());
+        let output = self
+            .generate(user, &input.template, &input.context_json)
+            .await?;
+        let id = new_id();
+        self.report(
+            user,
+            Activity::Generation {
+                id: id.clone(),
+                language: input.language,
+                template_sha256,
+                context_sha256,
+                output_sha256: sha256_hex(output.as_bytes()),
+                output_bytes: output.len() as u64,
+            },
+        );
+        Ok(Generated { id, output })
+    }
+
     /// Renders `template` with `context_json` in the sandbox.
     pub async fn generate(
         &self,
@@ -96,7 +126,7 @@ impl ExecutionService {
         spec.stdin = render::encode_request(template, context_json);
         let out = match self.run_admitted(user, spec, None).await? {
             Ok(out) => out,
-            Err(e @ (SandboxError::Setup { .. } | SandboxError::Resource(_))) => {
+            Err(e @ (RunError::Setup { .. } | RunError::Resource(_))) => {
                 tracing::error!(error = %e, "renderer sandbox failed");
                 return Err(ExecError::Unavailable(
                     "the sandbox could not be set up; the template was not rendered".into(),

@@ -10,16 +10,15 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use umcp_proto::execution::v1 as pb;
+use umcp_sandbox::process::StreamKind;
 
 use crate::error::ExecError;
 use crate::identity;
 use crate::model::{
-    Diagnostic, ExecuteInput, ExecutionResult, Language, LimitRequest, RunStatus, Severity,
-    SourceFile, StreamEvent, TestOutcome, TestsInput,
+    Diagnostic, ExecuteInput, ExecutionResult, GenerateInput, Language, LimitRequest, RunStatus,
+    Severity, SourceFile, StreamEvent, TestOutcome, TestsInput,
 };
-use crate::sandbox::StreamKind;
 use crate::service::ExecutionService;
-use crate::sink::Activity;
 
 /// Implements the generated `ExecutionService` trait over the domain service.
 #[derive(Debug, Clone)]
@@ -299,28 +298,17 @@ impl pb::execution_service_server::ExecutionService for GrpcExecution {
     ) -> Result<Response<pb::GenerateCodeResponse>, Status> {
         let user = identity::caller(&request)?;
         let r = request.into_inner();
-        let (template_sha256, context_sha256) = (
-            crate::service::sha256_hex(r.template.as_bytes()),
-            crate::service::sha256_hex(r.context_json.as_bytes()),
-        );
-        let output = self
-            .service
-            .generate(&user, &r.template, &r.context_json)
-            .await?;
-        let id = crate::service::new_id();
-        self.service.report(
-            &user,
-            Activity::Generation {
-                id: id.clone(),
-                // Recorded, not checked: an unknown value is simply not recorded.
-                language: language(r.language).ok(),
-                template_sha256,
-                context_sha256,
-                output_sha256: crate::service::sha256_hex(output.as_bytes()),
-                output_bytes: output.len() as u64,
-            },
-        );
-        Ok(Response::new(pb::GenerateCodeResponse { id, output }))
+        let input = GenerateInput {
+            template: r.template,
+            context_json: r.context_json,
+            // Recorded, not checked: an unknown value is simply not recorded.
+            language: language(r.language).ok(),
+        };
+        let generated = self.service.generate_code(&user, input).await?;
+        Ok(Response::new(pb::GenerateCodeResponse {
+            id: generated.id,
+            output: generated.output,
+        }))
     }
 
     async fn list_languages(

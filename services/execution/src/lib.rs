@@ -1,6 +1,6 @@
 //! Sandboxed code execution, lint, tests and template rendering (`umcp.execution.v1`).
 //!
-//! [`sandbox`] runs untrusted programs; [`service::ExecutionService`] holds the domain logic
+//! [`umcp_sandbox::process`] runs untrusted programs; [`service::ExecutionService`] holds the domain logic
 //! (validation, admission control, idempotency, lint/tests/templates); [`grpc`] adapts it to
 //! the wire; [`graph_sink`] persists every result to the graph service; [`run`] serves it.
 
@@ -17,7 +17,6 @@ pub mod model;
 mod pytest;
 pub mod render;
 pub mod runtime;
-pub mod sandbox;
 pub mod service;
 pub mod sink;
 pub mod template;
@@ -27,9 +26,12 @@ use std::future::Future;
 use std::sync::Arc;
 
 use umcp_proto::execution::v1::execution_service_server::ExecutionServiceServer;
+use umcp_sandbox::process::{NamespaceSandbox, Sandbox, SandboxOptions};
+// `config` names the sandbox's types as `crate::sandbox::…`; the sandbox itself lives in
+// `umcp-sandbox`.
+use umcp_sandbox::process as sandbox;
 
 pub use config::ExecutionConfig;
-use sandbox::{NamespaceSandbox, Sandbox, SandboxOptions};
 pub use service::ExecutionService;
 use sink::ResultSink;
 pub use umcp_rpc::Wiring;

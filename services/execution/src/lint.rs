@@ -5,14 +5,16 @@
 //! * JavaScript: `node --check`.
 //! * Bash: `bash -n`, plus shellcheck when installed.
 
+use std::path::Path;
+
 use serde::Deserialize;
 
 use crate::error::ExecError;
 use crate::model::{Diagnostic, FunctionComplexity, Language, LintReport, PythonSummary, Severity};
 use crate::runtime::{self, RUFF_INSIDE, SHELLCHECK_INSIDE};
-use crate::sandbox::{ExtraBind, RunOutput, RunSpec, SandboxFile, Termination};
 use crate::service::{ExecutionService, new_id, sha256_hex};
 use crate::sink::Activity;
+use umcp_sandbox::process::{ExtraBind, RunOutput, RunSpec, SandboxFile, Termination};
 
 const PY_SUMMARY: &str = include_str!("scripts/py_summary.py");
 
@@ -92,6 +94,8 @@ impl ExecutionService {
         }
     }
 
+    /// Lints `code` with every linter installed for `language`, each run in the sandbox; a
+    /// linter whose output cannot be read adds a diagnostic instead of failing the call.
     pub async fn lint(
         &self,
         user: &str,
@@ -108,147 +112,21 @@ impl ExecutionService {
             python: None,
             diagnostics_truncated: false,
         };
-        let version = |l: Language| {
-            self.runtimes
-                .languages
-                .iter()
-                .find(|i| i.language == l)
-                .map(|i| i.version.clone())
-                .unwrap_or_default()
+        let lint = Lint {
+            user,
+            interpreter: &interpreter,
+            code,
+            version: self.language_version(language),
         };
         match language {
             Language::Python => {
-                let mut files = file("code.py", code);
-                files.push(SandboxFile {
-                    path: "summary.py".into(),
-                    contents: PY_SUMMARY.as_bytes().to_vec(),
-                });
-                let spec = runtime::spec(
-                    &interpreter,
-                    vec!["-I".into(), "-B".into(), "/box/summary.py".into()],
-                    files,
-                    runtime::tool_limits(),
-                );
-                let out = self.lint_run(user, spec).await?;
-                let (parsed, readable) = match serde_json::from_slice(&out.stdout) {
-                    Ok(p) => (p, true),
-                    Err(e) => {
-                        report.diagnostics.push(unreadable("python-ast", &e));
-                        (SummaryOut::default(), false)
-                    }
-                };
-                report
-                    .linters_run
-                    .push(format!("python-ast ({})", version(language)));
-                match parsed.syntax_error {
-                    Some(se) => report.diagnostics.push(Diagnostic {
-                        line: se.line.max(1),
-                        column: se.column.max(1),
-                        code: "syntax-error".into(),
-                        message: se.message,
-                        severity: Severity::Error,
-                        source: "python-ast".into(),
-                    }),
-                    None => {
-                        report.python = Some(PythonSummary {
-                            functions: parsed.functions,
-                            classes: parsed.classes,
-                            imports: parsed.imports,
-                            complexity: parsed
-                                .complexity
-                                .into_iter()
-                                .map(|c| FunctionComplexity {
-                                    name: c.name,
-                                    complexity: c.complexity,
-                                    line: c.line,
-                                    is_async: c.is_async,
-                                })
-                                .collect(),
-                        })
-                    }
-                }
-                if !readable {
-                    report.python = None;
-                }
-                if let Some(ruff) = self.runtimes.ruff.clone() {
-                    let mut spec = runtime::spec(
-                        RUFF_INSIDE,
-                        [
-                            "check",
-                            "--output-format=json",
-                            "--no-cache",
-                            "--isolated",
-                            "--stdin-filename=main.py",
-                            "-",
-                        ]
-                        .map(String::from)
-                        .to_vec(),
-                        Vec::new(),
-                        runtime::tool_limits(),
-                    );
-                    spec.binds.push(ExtraBind {
-                        host: ruff.host_path.clone(),
-                        inside: RUFF_INSIDE.into(),
-                    });
-                    spec.stdin = code.as_bytes().to_vec();
-                    let out = self.lint_run(user, spec).await?;
-                    match parse_ruff(&out.stdout) {
-                        Ok(d) => report.diagnostics.extend(d),
-                        Err(e) => report.diagnostics.push(unreadable("ruff", &e)),
-                    }
-                    report.linters_run.push(ruff.version);
-                }
+                self.python_summary(&lint, &mut report).await?;
+                self.ruff(&lint, &mut report).await?;
             }
-            Language::JavaScript => {
-                let spec = runtime::spec(
-                    &interpreter,
-                    vec!["--check".into(), "/box/main.js".into()],
-                    file("main.js", code),
-                    runtime::tool_limits(),
-                );
-                let out = self.lint_run(user, spec).await?;
-                if out.exit_code != Some(0) {
-                    report
-                        .diagnostics
-                        .push(parse_node_check(&String::from_utf8_lossy(&out.stderr)));
-                }
-                report
-                    .linters_run
-                    .push(format!("node --check ({})", version(language)));
-            }
+            Language::JavaScript => self.node_check(&lint, &mut report).await?,
             Language::Bash => {
-                let spec = runtime::spec(
-                    &interpreter,
-                    vec!["-n".into(), "/box/main.sh".into()],
-                    file("main.sh", code),
-                    runtime::tool_limits(),
-                );
-                let out = self.lint_run(user, spec).await?;
-                report
-                    .diagnostics
-                    .extend(parse_bash_n(&String::from_utf8_lossy(&out.stderr)));
-                report
-                    .linters_run
-                    .push(format!("bash -n ({})", version(language)));
-                if let Some(sc) = self.runtimes.shellcheck.clone() {
-                    let mut spec = runtime::spec(
-                        SHELLCHECK_INSIDE,
-                        ["-f", "json", "-s", "bash", "-"].map(String::from).to_vec(),
-                        Vec::new(),
-                        runtime::tool_limits(),
-                    );
-                    spec.binds.push(ExtraBind {
-                        host: sc.host_path.clone(),
-                        inside: SHELLCHECK_INSIDE.into(),
-                    });
-                    spec.stdin = code.as_bytes().to_vec();
-                    let out = self.lint_run(user, spec).await?;
-                    match parse_shellcheck(&out.stdout) {
-                        Ok(d) => report.diagnostics.extend(d),
-                        Err(e) => report.diagnostics.push(unreadable("shellcheck", &e)),
-                    }
-                    report.linters_run.push(sc.version);
-                }
+                self.bash_n(&lint, &mut report).await?;
+                self.shellcheck(&lint, &mut report).await?;
             }
         }
         bound(&mut report);
@@ -260,6 +138,183 @@ impl ExecutionService {
             },
         );
         Ok(report)
+    }
+
+    /// Version of the installed interpreter of `language` (for `linters_run`).
+    fn language_version(&self, language: Language) -> String {
+        self.runtimes
+            .languages
+            .iter()
+            .find(|i| i.language == language)
+            .map(|i| i.version.clone())
+            .unwrap_or_default()
+    }
+
+    /// The AST summary script: functions, classes, imports and complexity, or the syntax error.
+    /// An unreadable summary leaves `python` unset and adds a diagnostic.
+    async fn python_summary(
+        &self,
+        lint: &Lint<'_>,
+        report: &mut LintReport,
+    ) -> Result<(), ExecError> {
+        let mut files = file("code.py", lint.code);
+        files.push(SandboxFile {
+            path: "summary.py".into(),
+            contents: PY_SUMMARY.as_bytes().to_vec(),
+        });
+        let spec = runtime::spec(
+            lint.interpreter,
+            vec!["-I".into(), "-B".into(), "/box/summary.py".into()],
+            files,
+            runtime::tool_limits(),
+        );
+        let out = self.lint_run(lint.user, spec).await?;
+        let parsed = match serde_json::from_slice::<SummaryOut>(&out.stdout) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                report.diagnostics.push(unreadable("python-ast", &e));
+                None
+            }
+        };
+        report
+            .linters_run
+            .push(format!("python-ast ({})", lint.version));
+        let Some(parsed) = parsed else {
+            // Unreadable output is not a syntax error: nothing more to report.
+            return Ok(());
+        };
+        match parsed.syntax_error {
+            Some(se) => report.diagnostics.push(Diagnostic {
+                line: se.line.max(1),
+                column: se.column.max(1),
+                code: "syntax-error".into(),
+                message: se.message,
+                severity: Severity::Error,
+                source: "python-ast".into(),
+            }),
+            None => report.python = Some(summary(parsed)),
+        }
+        Ok(())
+    }
+
+    /// ruff, when installed: the code on stdin, JSON diagnostics on stdout.
+    async fn ruff(&self, lint: &Lint<'_>, report: &mut LintReport) -> Result<(), ExecError> {
+        let Some(ruff) = self.runtimes.ruff.clone() else {
+            return Ok(());
+        };
+        let args = [
+            "check",
+            "--output-format=json",
+            "--no-cache",
+            "--isolated",
+            "--stdin-filename=main.py",
+            "-",
+        ];
+        let spec = tool_spec(RUFF_INSIDE, &args, &ruff.host_path, lint.code);
+        let out = self.lint_run(lint.user, spec).await?;
+        match parse_ruff(&out.stdout) {
+            Ok(d) => report.diagnostics.extend(d),
+            Err(e) => report.diagnostics.push(unreadable("ruff", &e)),
+        }
+        report.linters_run.push(ruff.version);
+        Ok(())
+    }
+
+    /// `node --check`: one syntax error at most.
+    async fn node_check(&self, lint: &Lint<'_>, report: &mut LintReport) -> Result<(), ExecError> {
+        let spec = runtime::spec(
+            lint.interpreter,
+            vec!["--check".into(), "/box/main.js".into()],
+            file("main.js", lint.code),
+            runtime::tool_limits(),
+        );
+        let out = self.lint_run(lint.user, spec).await?;
+        if out.exit_code != Some(0) {
+            report
+                .diagnostics
+                .push(parse_node_check(&String::from_utf8_lossy(&out.stderr)));
+        }
+        report
+            .linters_run
+            .push(format!("node --check ({})", lint.version));
+        Ok(())
+    }
+
+    /// `bash -n`: the syntax errors bash itself finds.
+    async fn bash_n(&self, lint: &Lint<'_>, report: &mut LintReport) -> Result<(), ExecError> {
+        let spec = runtime::spec(
+            lint.interpreter,
+            vec!["-n".into(), "/box/main.sh".into()],
+            file("main.sh", lint.code),
+            runtime::tool_limits(),
+        );
+        let out = self.lint_run(lint.user, spec).await?;
+        report
+            .diagnostics
+            .extend(parse_bash_n(&String::from_utf8_lossy(&out.stderr)));
+        report
+            .linters_run
+            .push(format!("bash -n ({})", lint.version));
+        Ok(())
+    }
+
+    /// shellcheck, when installed: the script on stdin, JSON diagnostics on stdout.
+    async fn shellcheck(&self, lint: &Lint<'_>, report: &mut LintReport) -> Result<(), ExecError> {
+        let Some(sc) = self.runtimes.shellcheck.clone() else {
+            return Ok(());
+        };
+        let args = ["-f", "json", "-s", "bash", "-"];
+        let spec = tool_spec(SHELLCHECK_INSIDE, &args, &sc.host_path, lint.code);
+        let out = self.lint_run(lint.user, spec).await?;
+        match parse_shellcheck(&out.stdout) {
+            Ok(d) => report.diagnostics.extend(d),
+            Err(e) => report.diagnostics.push(unreadable("shellcheck", &e)),
+        }
+        report.linters_run.push(sc.version);
+        Ok(())
+    }
+}
+
+/// What every linter of one call needs.
+struct Lint<'a> {
+    user: &'a str,
+    interpreter: &'a str,
+    code: &'a str,
+    /// Version of the language's interpreter, for `linters_run`.
+    version: String,
+}
+
+/// A tool bound read-only at `inside`, reading the code on stdin.
+fn tool_spec(inside: &str, args: &[&str], host: &Path, code: &str) -> RunSpec {
+    let mut spec = runtime::spec(
+        inside,
+        args.iter().map(|a| (*a).to_owned()).collect(),
+        Vec::new(),
+        runtime::tool_limits(),
+    );
+    spec.binds.push(ExtraBind {
+        host: host.to_path_buf(),
+        inside: inside.into(),
+    });
+    spec.stdin = code.as_bytes().to_vec();
+    spec
+}
+
+fn summary(parsed: SummaryOut) -> PythonSummary {
+    PythonSummary {
+        functions: parsed.functions,
+        classes: parsed.classes,
+        imports: parsed.imports,
+        complexity: parsed
+            .complexity
+            .into_iter()
+            .map(|c| FunctionComplexity {
+                name: c.name,
+                complexity: c.complexity,
+                line: c.line,
+                is_async: c.is_async,
+            })
+            .collect(),
     }
 }
 

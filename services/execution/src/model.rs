@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::sandbox::StreamKind;
+use umcp_sandbox::process::StreamKind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Language {
@@ -151,6 +151,25 @@ pub struct TestsInput {
     pub modules: Vec<SourceFile>,
     pub tests: Vec<SourceFile>,
     pub limits: LimitRequest,
+}
+
+/// A GenerateCode request.
+#[derive(Debug, Clone)]
+pub struct GenerateInput {
+    /// The minijinja template.
+    pub template: String,
+    /// The template's context, a JSON object.
+    pub context_json: String,
+    /// The language the caller says the output is in; recorded, not checked (`None` when the
+    /// caller named no known language).
+    pub language: Option<Language>,
+}
+
+/// A rendered template.
+#[derive(Debug, Clone)]
+pub struct Generated {
+    pub id: String,
+    pub output: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,9 +10,9 @@ use quick_xml::events::{BytesStart, Event};
 use crate::error::ExecError;
 use crate::model::{Language, RunStatus, TestCaseResult, TestOutcome, TestReport, TestsInput};
 use crate::runtime::{self, SITE_PACKAGES_INSIDE};
-use crate::sandbox::{ExtraBind, SandboxFile};
 use crate::service::{ExecutionService, to_result};
 use crate::sink::Activity;
+use umcp_sandbox::process::{ExtraBind, SandboxFile};
 
 const MAX_MESSAGE: usize = 8 * 1024;
 const MAX_NAME: usize = 1024;

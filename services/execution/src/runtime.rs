@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::config::ExecutionConfig;
 use crate::model::{Language, LanguageInfo};
-use crate::sandbox::{ExtraBind, RunLimits, RunSpec, Sandbox, SandboxFile, Termination};
+use umcp_sandbox::process::{ExtraBind, RunLimits, RunSpec, Sandbox, SandboxFile, Termination};
 
 /// Where tools appear inside the sandbox.
 pub const RUFF_INSIDE: &str = "/opt/tools/ruff";

@@ -13,8 +13,10 @@ use crate::error::ExecError;
 use crate::idempotency::IdempotencyStore;
 use crate::model::{ExecuteInput, ExecutionResult, Language, RunStatus, StreamEvent};
 use crate::runtime::{self, Runtimes};
-use crate::sandbox::{Chunk, RunOutput, RunSpec, Sandbox, SandboxError, SandboxFile, Termination};
 use crate::sink::{Activity, ResultSink};
+use umcp_sandbox::process::{
+    Chunk, RunError, RunOutput, RunSpec, Sandbox, SandboxFile, StreamKind, Termination,
+};
 
 /// Largest output chunk sent to a streaming client.
 pub const MAX_CHUNK: usize = 64 * 1024;
@@ -164,11 +166,11 @@ impl ExecutionService {
         user: &str,
         spec: RunSpec,
         chunks: Option<mpsc::Sender<Chunk>>,
-    ) -> Result<Result<RunOutput, SandboxError>, ExecError> {
+    ) -> Result<Result<RunOutput, RunError>, ExecError> {
         let _ticket = self.admission.admit(user).await?;
         match self.sandbox.run(spec, chunks).await {
-            Err(SandboxError::Invalid(m)) => Err(ExecError::InvalidArgument(m)),
-            Err(SandboxError::Cancelled) => Err(ExecError::Cancelled),
+            Err(RunError::Invalid(m)) => Err(ExecError::InvalidArgument(m)),
+            Err(RunError::Cancelled) => Err(ExecError::Cancelled),
             other => Ok(other),
         }
     }
@@ -244,12 +246,8 @@ impl ExecutionService {
                 while let Some(chunk) = chunk_rx.recv().await {
                     if keep {
                         match chunk.stream {
-                            crate::sandbox::StreamKind::Stdout => {
-                                out.extend_from_slice(&chunk.data)
-                            }
-                            crate::sandbox::StreamKind::Stderr => {
-                                err.extend_from_slice(&chunk.data)
-                            }
+                            StreamKind::Stdout => out.extend_from_slice(&chunk.data),
+                            StreamKind::Stderr => err.extend_from_slice(&chunk.data),
                         }
                     }
                     let event = StreamEvent::Output {
@@ -288,8 +286,8 @@ impl ExecutionService {
         result.replayed = replayed;
         if replayed {
             for (stream, data) in [
-                (crate::sandbox::StreamKind::Stdout, &result.stdout),
-                (crate::sandbox::StreamKind::Stderr, &result.stderr),
+                (StreamKind::Stdout, &result.stdout),
+                (StreamKind::Stderr, &result.stderr),
             ] {
                 for piece in data.chunks(MAX_CHUNK) {
                     let event = StreamEvent::Output {
@@ -325,7 +323,7 @@ pub(crate) fn status_of(t: Termination) -> RunStatus {
 
 /// Maps a sandbox outcome to a result; setup failures become SANDBOX_ERROR results (details
 /// are logged, not sent: they describe the host).
-pub(crate) fn to_result(outcome: Result<RunOutput, SandboxError>) -> ExecutionResult {
+pub(crate) fn to_result(outcome: Result<RunOutput, RunError>) -> ExecutionResult {
     match outcome {
         Ok(o) => ExecutionResult {
             id: new_id(),

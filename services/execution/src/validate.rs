@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::config::LimitBounds;
 use crate::error::ExecError;
 use crate::model::{ExecuteInput, LimitRequest, SourceFile, TestsInput};
-use crate::sandbox::RunLimits;
+use umcp_sandbox::process::RunLimits;
 
 pub const MAX_CODE_BYTES: usize = 256 * 1024;
 pub const MAX_STDIN_BYTES: usize = 1024 * 1024;

@@ -25,10 +25,10 @@ use umcp_execution::model::{
     ExecuteInput, Language, LimitRequest, RunStatus, SourceFile, StreamEvent, TestOutcome,
     TestsInput,
 };
-use umcp_execution::sandbox::{
+use umcp_execution::service::ExecutionService;
+use umcp_sandbox::process::{
     NamespaceSandbox, RunLimits, RunSpec, Sandbox, SandboxFile, SandboxOptions, Termination,
 };
-use umcp_execution::service::ExecutionService;
 
 /// Results persisted to the graph service (a module of this one test binary).
 mod persist;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::sys::{self, Exit};
+use crate::sys::{self, fork, fork::Exit};
 
 /// Largest serialized result a child may send; more is treated as a memory overrun.
 pub const MAX_OUTPUT_BYTES: usize = 64 * 1024 * 1024;
@@ -90,9 +90,9 @@ where
     }
     let budget_mib = budget_bytes / (1024 * 1024);
     let millis = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
-    let base = sys::data_size().unwrap_or(0);
+    let base = fork::data_size().unwrap_or(0);
     let cpu_secs = deadline.as_secs().saturating_add(1);
-    let child = sys::fork_child(base.saturating_add(budget_bytes), cpu_secs, move || {
+    let child = fork::fork_child(base.saturating_add(budget_bytes), cpu_secs, move || {
         serde_json::to_vec(&work()).ok()
     })
     .map_err(|e| SandboxError::Failed(format!("cannot start an isolated child: {e}")));
@@ -100,11 +100,11 @@ where
     let child = child?;
     children(|c| c.insert(child.pid));
     let started = Instant::now();
-    let output = sys::read_until(child.read_fd, started + deadline, MAX_OUTPUT_BYTES);
-    if !matches!(output, sys::Read::Done(_)) {
+    let output = fork::read_until(child.read_fd, started + deadline, MAX_OUTPUT_BYTES);
+    if !matches!(output, fork::Read::Done(_)) {
         sys::kill(child.pid);
     }
-    let exit = sys::reap(child.pid);
+    let exit = fork::reap(child.pid);
     children(|c| c.remove(&child.pid));
     tracing::debug!(
         pid = child.pid,
@@ -113,10 +113,10 @@ where
         "isolated child finished"
     );
     match (output, exit) {
-        (sys::Read::Done(bytes), Exit::Code(0)) => serde_json::from_slice(&bytes)
+        (fork::Read::Done(bytes), Exit::Code(0)) => serde_json::from_slice(&bytes)
             .map_err(|e| SandboxError::Failed(format!("undecodable child result: {e}"))),
-        (sys::Read::TooLarge, _) => Err(SandboxError::ResourceExhausted { budget_mib }),
-        (sys::Read::TimedOut, _) => Err(SandboxError::DeadlineExceeded { millis }),
+        (fork::Read::TooLarge, _) => Err(SandboxError::ResourceExhausted { budget_mib }),
+        (fork::Read::TimedOut, _) => Err(SandboxError::DeadlineExceeded { millis }),
         (_, Exit::Signal(libc::SIGXCPU)) => Err(SandboxError::DeadlineExceeded { millis }),
         (_, Exit::Signal(libc::SIGKILL)) if STOPPING.load(Ordering::SeqCst) => {
             Err(SandboxError::ShuttingDown)
@@ -126,7 +126,7 @@ where
         (_, Exit::Signal(libc::SIGABRT | libc::SIGSEGV | libc::SIGBUS | libc::SIGKILL)) => {
             Err(SandboxError::ResourceExhausted { budget_mib })
         }
-        (_, Exit::Code(sys::OOM_EXIT)) => Err(SandboxError::ResourceExhausted { budget_mib }),
+        (_, Exit::Code(fork::OOM_EXIT)) => Err(SandboxError::ResourceExhausted { budget_mib }),
         (_, other) => Err(SandboxError::Failed(format!(
             "isolated child ended with {other:?}"
         ))),

@@ -91,7 +91,7 @@ async fn weak_hosts_are_refused_unless_insecure_mode_is_explicit() {
     let opts = |allow| SandboxOptions {
         slots: 1,
         uid_base: uid_base(),
-        cgroup_mode: umcp_execution::sandbox::cgroup::CgroupMode::V2,
+        cgroup_mode: umcp_sandbox::process::CgroupMode::V2,
         allow_without_cgroups: allow,
     };
     let v2_usable = std::fs::read_to_string("/sys/fs/cgroup/unified/cgroup.controllers")
@@ -216,7 +216,7 @@ async fn the_service_refuses_to_start_without_isolation_and_says_why() {
         return;
     }
     let cfg = ExecutionConfig {
-        cgroup: umcp_execution::sandbox::cgroup::CgroupMode::V2,
+        cgroup: umcp_sandbox::process::CgroupMode::V2,
         ..config(1)
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -245,20 +245,20 @@ async fn setup_failures_are_reported_not_run() {
     let mut bad_dir = bash_true();
     bad_dir.workdir = "/does-not-exist".into();
     match sandbox.run(bad_dir, None).await {
-        Err(umcp_execution::sandbox::SandboxError::Setup { step, source }) => {
+        Err(umcp_sandbox::process::RunError::Setup { step, source }) => {
             assert_eq!(step, "enter working directory");
             assert_eq!(source.raw_os_error(), Some(2));
         }
         other => panic!("expected a setup error, got {other:?}"),
     }
     let mut bad_bind = bash_true();
-    bad_bind.binds.push(umcp_execution::sandbox::ExtraBind {
+    bad_bind.binds.push(umcp_sandbox::process::ExtraBind {
         host: "/no/such/tool".into(),
         inside: "/opt/x".into(),
     });
     assert!(matches!(
         sandbox.run(bad_bind, None).await,
-        Err(umcp_execution::sandbox::SandboxError::Invalid(_))
+        Err(umcp_sandbox::process::RunError::Invalid(_))
     ));
     let mut escape = bash_true();
     escape.files.push(SandboxFile {
@@ -267,7 +267,7 @@ async fn setup_failures_are_reported_not_run() {
     });
     assert!(matches!(
         sandbox.run(escape, None).await,
-        Err(umcp_execution::sandbox::SandboxError::Invalid(_))
+        Err(umcp_sandbox::process::RunError::Invalid(_))
     ));
     // The slot is still usable afterwards.
     assert_eq!(

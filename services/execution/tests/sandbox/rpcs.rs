@@ -39,7 +39,7 @@ async fn stream_delivers_chunks_before_the_result() {
         .iter()
         .filter_map(|(_, e)| match e {
             StreamEvent::Output {
-                stream: umcp_execution::sandbox::StreamKind::Stdout,
+                stream: umcp_sandbox::process::StreamKind::Stdout,
                 data,
             } => Some(data.clone()),
             _ => None,

@@ -1,6 +1,9 @@
-//! The system calls behind `isolate` (the only `unsafe` of the workspace).
+//! The fork-and-pipe primitives behind `isolate`: fork a child under rlimits, read its result
+//! with a deadline, reap it. Unlike the rest of `sys` these run ordinary Rust in the child
+//! (glibc's `fork` resets the allocator's locks), so they are not for the process launcher.
 #![allow(unsafe_code)]
 
+use std::os::fd::IntoRawFd;
 use std::time::Instant;
 
 /// Exit code of a child whose work panicked (an allocation failure under the rlimit may panic
@@ -45,32 +48,26 @@ pub(crate) fn fork_child(
     cpu_secs: u64,
     work: impl FnOnce() -> Option<Vec<u8>>,
 ) -> std::io::Result<Child> {
-    let mut fds = [0i32; 2];
-    // SAFETY: `fds` is a valid two-element array; O_CLOEXEC keeps the pipe out of other forks'
-    // exec'd children.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    // Close-on-exec keeps the pipe out of other forks' exec'd children.
+    let (read_end, write_end) = super::pipe_cloexec()?;
+    let (read_fd, write_fd) = (read_end.into_raw_fd(), write_end.into_raw_fd());
     // SAFETY: the child only runs `work` on memory it inherited, writes to its pipe and calls
     // `_exit`; glibc's fork resets the allocator's locks so allocation in the child is sound.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         let err = std::io::Error::last_os_error();
-        // SAFETY: both descriptors were just opened by us.
-        unsafe {
-            libc::close(fds[0]);
-            libc::close(fds[1]);
-        }
+        let _ = super::close(read_fd);
+        let _ = super::close(write_fd);
         return Err(err);
     }
     if pid == 0 {
-        // SAFETY: in the child; closing our copy of the read end.
-        unsafe { libc::close(fds[0]) };
+        // In the child: our copy of the read end is not needed.
+        let _ = super::close(read_fd);
         set_limit(libc::RLIMIT_DATA, data_limit);
         set_limit(libc::RLIMIT_CPU, cpu_secs);
         let code = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
             Ok(Some(bytes)) => {
-                if write_all(fds[1], &bytes) {
+                if super::write_all(write_fd, &bytes).is_ok() {
                     0
                 } else {
                     FAILED_EXIT
@@ -82,33 +79,17 @@ pub(crate) fn fork_child(
         // SAFETY: ends the child without unwinding into the parent's state.
         unsafe { libc::_exit(code) };
     }
-    // SAFETY: our copy of the write end; closing it lets the read see EOF when the child exits.
-    unsafe { libc::close(fds[1]) };
-    Ok(Child {
-        pid,
-        read_fd: fds[0],
-    })
+    // Our copy of the write end; closing it lets the read see EOF when the child exits.
+    let _ = super::close(write_fd);
+    Ok(Child { pid, read_fd })
 }
 
 fn set_limit(resource: libc::__rlimit_resource_t, value: u64) {
-    let lim = libc::rlimit {
+    let limit = libc::rlimit64 {
         rlim_cur: value,
         rlim_max: value,
     };
-    // SAFETY: `lim` is a valid rlimit for the duration of the call.
-    unsafe { libc::setrlimit(resource, &lim) };
-}
-
-fn write_all(fd: i32, mut bytes: &[u8]) -> bool {
-    while !bytes.is_empty() {
-        // SAFETY: `bytes` is a valid slice; `fd` is the child's write end.
-        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
-        if n <= 0 {
-            return false;
-        }
-        bytes = &bytes[n as usize..];
-    }
-    true
+    let _ = super::setrlimit(resource as libc::c_int, &limit);
 }
 
 /// Reads the pipe until EOF, `deadline`, or more than `cap` bytes; closes it.
@@ -137,12 +118,10 @@ pub(crate) fn read_until(fd: i32, deadline: Instant, cap: usize) -> Read {
         if ready == 0 {
             continue;
         }
-        // SAFETY: `buf` is a valid writable buffer of its length.
-        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-        match n {
-            0 => break Read::Done(out),
-            n if n < 0 => break Read::Failed,
-            n => {
+        match super::read(fd, &mut buf) {
+            Ok(0) => break Read::Done(out),
+            Err(_) => break Read::Failed,
+            Ok(n) => {
                 out.extend_from_slice(&buf[..n as usize]);
                 if out.len() > cap {
                     break Read::TooLarge;
@@ -150,15 +129,9 @@ pub(crate) fn read_until(fd: i32, deadline: Instant, cap: usize) -> Read {
             }
         }
     };
-    // SAFETY: the read end is ours and used nowhere else.
-    unsafe { libc::close(fd) };
+    // The read end is ours and used nowhere else.
+    let _ = super::close(fd);
     result
-}
-
-/// SIGKILL to a child of ours (still unreaped, so the pid cannot have been reused).
-pub(crate) fn kill(pid: i32) {
-    // SAFETY: plain kill(2) on our own child.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
 }
 
 /// Waits for the child to exit and says how it ended.
