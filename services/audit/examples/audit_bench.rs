@@ -21,7 +21,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use umcp_audit::chain::ChainKey;
 use umcp_audit::signed::CheckpointKey;
-use umcp_audit::{AuditGrpc, AuditLog, LogOptions};
+use umcp_audit::{AuditGrpc, AuditLog, FileLog, LogOptions};
 use umcp_authz::permissions::Role;
 use umcp_proto::audit::v1::audit_service_client::AuditServiceClient;
 use umcp_proto::audit::v1::audit_service_server::AuditServiceServer;
@@ -222,13 +222,13 @@ async fn main() {
         sign_every_events: 1000,
         sign_interval: Duration::from_secs(10),
     };
-    let log = Arc::new(AuditLog::open(options.clone()).expect("open log"));
+    let log = Arc::new(FileLog::open(options.clone()).expect("open log"));
     let issuer = TestIssuer::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let svc = AuditServiceServer::new(AuditGrpc::new(Arc::clone(&log)));
+    let svc = AuditServiceServer::new(AuditGrpc::new(Arc::clone(&log) as Arc<dyn AuditLog>));
     let server = umcp_rpc::Server::new("audit")
         .auth(issuer.verifier())
         .add_service(svc);
@@ -421,7 +421,7 @@ async fn main() {
     log.close();
     drop(log);
     let began = Instant::now();
-    let reopened = tokio::task::spawn_blocking(move || AuditLog::open(options))
+    let reopened = tokio::task::spawn_blocking(move || FileLog::open(options))
         .await
         .expect("task")
         .expect("reopen");

@@ -1,10 +1,17 @@
 //! `umcp-audit`: the append-only, hash-chained security audit log (`umcp.audit.v1`).
 //!
-//! Domain code: [`frame`] (the file format), [`chain`] (keyed hash chain, MAC'd checkpoint),
-//! [`signed`] (Ed25519-signed checkpoints) and [`signer`] (when they are signed), [`recovery`]
-//! (open, cut a torn tail, verify), [`writer`] (group commit), [`index`] (the in-memory query
-//! index), [`verify`] (tamper detection), [`validate`] (what events may contain),
-//! [`store::AuditLog`] (the API over all of it). [`grpc`] only adapts it to the wire.
+//! Domain code: [`AuditLog`] (the API over all of it, the trait the adapter calls) and its one
+//! implementation [`store::FileLog`], built from [`frame`] (the file format), [`chain`] (keyed
+//! hash chain, MAC'd checkpoint), [`signed`] (Ed25519-signed checkpoints) and [`signer`] (when
+//! they are signed), [`recovery`] (open, cut a torn tail, verify), [`shared`] (the state the
+//! writer and the readers share), [`writer`] (group commit), [`read`] (query pages, replay,
+//! verification snapshots), [`tail`] (replay then follow live commits), [`index`] (the
+//! in-memory query index), [`verify`] (tamper detection), [`validate`] (what events may
+//! contain). [`grpc`] only adapts it to the wire (with [`convert`] between the two); every
+//! failure is one [`AuditError`].
+//!
+//! Dependencies run one way: `grpc` → `convert`, `log`; `store` → `writer`, `read`, `tail` →
+//! `shared`; nothing below `store` imports it.
 //!
 //! Slow `Tail` consumers: each stream may fall `tail_buffer` events behind the live log; past
 //! that its stream ends with RESOURCE_EXHAUSTED naming the sequence to resume from. Commits
@@ -12,14 +19,19 @@
 
 pub mod chain;
 mod config;
+mod convert;
 mod error;
 mod frame;
 pub mod grpc;
 mod index;
+mod log;
+mod read;
 mod recovery;
+mod shared;
 pub mod signed;
 mod signer;
 pub mod store;
+mod tail;
 pub mod validate;
 pub mod verify;
 mod writer;
@@ -35,8 +47,9 @@ pub use config::AuditConfig;
 pub use error::AuditError;
 pub use grpc::AuditGrpc;
 pub use index::{Filter, OutcomeMatch};
-pub use store::{AuditLog, LogOptions, Page};
-pub use writer::RecordOutcome;
+pub use log::{AuditLog, Page, RecordOutcome, TailEvents};
+pub use shared::Stats;
+pub use store::{FileLog, LogOptions};
 
 impl ProcessConfig for AuditConfig {
     fn log(&self) -> &umcp_telemetry::LogConfig {
@@ -48,34 +61,20 @@ impl ProcessConfig for AuditConfig {
     }
 }
 
-/// Why the audit service could not start or stopped with an error.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The chain key or the log could not be opened.
-    #[error("{0}")]
-    Storage(String),
-    /// The token verifier could not start.
-    #[error(transparent)]
-    Auth(#[from] umcp_authz::runtime::AuthClientError),
-    /// Serving failed.
-    #[error(transparent)]
-    Serve(#[from] umcp_rpc::ServeError),
-}
-
 impl AuditConfig {
     /// The log options of this configuration (loads or creates the chain key and the
     /// checkpoint signing key).
     ///
     /// # Errors
     /// When the key cannot be loaded.
-    pub fn log_options(&self) -> Result<LogOptions, Error> {
+    pub fn log_options(&self) -> Result<LogOptions, AuditError> {
         Ok(LogOptions {
             dir: self.data_dir.clone(),
-            key: self.chain_key().map_err(Error::Storage)?,
+            key: self.chain_key().map_err(AuditError::Open)?,
             sync_checkpoint: self.sync_checkpoint,
             tail_buffer: self.tail_buffer,
             queue: self.write_queue,
-            signing_key: self.signing_key().map_err(Error::Storage)?,
+            signing_key: self.signing_key().map_err(AuditError::Open)?,
             sign_every_events: self.sign_every_events,
             sign_interval: std::time::Duration::from_millis(self.sign_interval_ms),
         })
@@ -86,12 +85,12 @@ impl AuditConfig {
 /// the auth service of `config.auth`.
 ///
 /// # Errors
-/// See [`Error`].
+/// The start-up variants of [`AuditError`]: `Open`, `AuthClient`, `Serve`.
 pub async fn run(
     listener: tokio::net::TcpListener,
     config: AuditConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), Error> {
+) -> Result<(), AuditError> {
     let auth = AuthClient::start(&config.auth)?;
     let verifier = Arc::clone(&auth.verifier);
     serve(listener, config, verifier, shutdown).await
@@ -100,18 +99,18 @@ pub async fn run(
 /// [`run`] with the verifier given (tests bring their own issuer).
 ///
 /// # Errors
-/// See [`Error`].
+/// The start-up variants of [`AuditError`]: `Open`, `AuthClient`, `Serve`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     config: AuditConfig,
     verifier: Arc<Verifier>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), Error> {
+) -> Result<(), AuditError> {
     let options = config.log_options()?;
-    let log = tokio::task::spawn_blocking(move || AuditLog::open(options))
+    let log = tokio::task::spawn_blocking(move || FileLog::open(options))
         .await
-        .map_err(|e| Error::Storage(format!("opening the audit log panicked: {e}")))?
-        .map_err(Error::Storage)?;
+        .map_err(|e| AuditError::Open(format!("opening the audit log panicked: {e}")))?
+        .map_err(AuditError::Open)?;
     let log = Arc::new(log);
     tracing::info!(
         data_dir = %config.data_dir.display(),
@@ -119,7 +118,7 @@ pub async fn serve(
         damaged = log.damage().is_some(),
         "audit service ready"
     );
-    let svc = AuditServiceServer::new(AuditGrpc::new(Arc::clone(&log)))
+    let svc = AuditServiceServer::new(AuditGrpc::new(Arc::clone(&log) as Arc<dyn AuditLog>))
         .max_decoding_message_size(umcp_rpc::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(umcp_rpc::MAX_MESSAGE_BYTES);
     let streams = Arc::clone(&log);
@@ -137,5 +136,5 @@ pub async fn serve(
         .await;
     // Let the writer finish the commits it has (their callers are gone, the data is not).
     tokio::task::spawn_blocking(move || log.close()).await.ok();
-    result.map_err(Error::from)
+    result.map_err(AuditError::from)
 }

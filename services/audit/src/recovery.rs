@@ -22,7 +22,7 @@ use crate::chain::{
 use crate::frame::{self, HEADER_LEN, Scanned, Scanner};
 use crate::index::Index;
 use crate::signed::{SIGNED_FILE, SignedState, read_signed};
-use crate::verify::{self, Anchors, Problem, ProblemKind, Range};
+use crate::verify::{self, Anchors, Problem, ProblemKind, Range, Report};
 
 /// File names inside the data directory.
 pub(crate) const LOG_FILE: &str = "audit.log";
@@ -124,6 +124,7 @@ pub(crate) fn open(
     Ok(recovered)
 }
 
+/// Rebuilds the state of an existing log: index it, cut a torn tail, verify the chain.
 fn rebuild(
     mut file: File,
     log_path: PathBuf,
@@ -133,6 +134,52 @@ fn rebuild(
     sync_checkpoint: bool,
 ) -> io::Result<Recovered> {
     let len = file.metadata()?.len();
+    check_header(&mut file, len, &log_path)?;
+    let checkpoint_state = read_checkpoint(&checkpoint_path, key)?;
+    let (index, last_good, garbage_from) = index_records(&file, len)?;
+    let (good_end, good_seq) = last_good.unwrap_or((HEADER_LEN, 0));
+    let end = match garbage_from {
+        Some(cut) if torn_write(good_seq, checkpoint_state, signed) => {
+            tracing::warn!(
+                bytes = len - cut,
+                after_sequence = good_seq,
+                "removing a torn, never acknowledged write at the end of the audit log"
+            );
+            file.set_len(cut)?;
+            file.sync_all()?;
+            cut
+        }
+        _ => len,
+    };
+    debug_assert!(good_end <= end);
+    let anchors = Anchors {
+        mac: checkpoint_state,
+        signed,
+    };
+    let (report, checkpoint) = verify_whole(
+        &log_path,
+        &checkpoint_path,
+        end,
+        key,
+        anchors,
+        sync_checkpoint,
+    )?;
+    Ok(Recovered {
+        file,
+        log_path,
+        checkpoint_path,
+        checkpoint,
+        index,
+        end,
+        head_sequence: report.head_sequence,
+        head_hash: report.head_hash,
+        damage: report.problem,
+        signed,
+    })
+}
+
+/// Refuses a file that is not an audit log of a known version (rather than "repair" it).
+fn check_header(file: &mut File, len: u64, log_path: &Path) -> io::Result<()> {
     let mut header = [0u8; HEADER_LEN as usize];
     file.seek(SeekFrom::Start(0))?;
     if len < HEADER_LEN || file.read_exact(&mut header).is_err() || !frame::header_ok(&header) {
@@ -144,12 +191,18 @@ fn rebuild(
             ),
         ));
     }
-    let checkpoint_state = read_checkpoint(&checkpoint_path, key)?;
+    Ok(())
+}
 
-    // Pass 1: index every readable record and find trailing garbage.
+/// `(end offset, sequence)` of a record.
+type Position = (u64, u64);
+
+/// Pass 1: indexes every readable record. Returns the index, the last complete record and
+/// where the garbage after it starts, if any.
+fn index_records(file: &File, len: u64) -> io::Result<(Index, Option<Position>, Option<u64>)> {
     let mut index = Index::default();
-    let mut scanner = Scanner::new(BufReader::with_capacity(1 << 20, &file), len);
-    let mut last_good: Option<(u64, u64)> = None; // (end offset, sequence)
+    let mut scanner = Scanner::new(BufReader::with_capacity(1 << 20, file), len);
+    let mut last_good: Option<Position> = None;
     let mut garbage_from: Option<u64> = None;
     while let Some(item) = scanner.next_item()? {
         match item {
@@ -168,40 +221,37 @@ fn rebuild(
             }
         }
     }
-    let (good_end, good_seq) = last_good.unwrap_or((HEADER_LEN, 0));
-    let mut end = len;
-    if let Some(cut) = garbage_from {
-        let covered = matches!(checkpoint_state, CheckpointState::Valid(cp) if good_seq >= cp.sequence)
-            && !matches!(signed, SignedState::Valid(cp) if good_seq < cp.sequence);
-        if covered {
-            tracing::warn!(
-                bytes = len - cut,
-                after_sequence = good_seq,
-                "removing a torn, never acknowledged write at the end of the audit log"
-            );
-            file.set_len(cut)?;
-            file.sync_all()?;
-            end = cut;
-        }
-    }
-    debug_assert!(good_end <= end);
+    Ok((index, last_good, garbage_from))
+}
 
-    // Pass 2: recompute the chain over everything and compare with the checkpoint.
-    let mut reader = BufReader::with_capacity(1 << 20, File::open(&log_path)?);
+/// Whether garbage after the last complete record (sequence `good_seq`) is a torn write that
+/// was never acknowledged: only when that record is at or beyond both checkpoints (see the
+/// module docs). Anything else is kept as evidence.
+fn torn_write(good_seq: u64, checkpoint: CheckpointState, signed: SignedState) -> bool {
+    matches!(checkpoint, CheckpointState::Valid(cp) if good_seq >= cp.sequence)
+        && !matches!(signed, SignedState::Valid(cp) if good_seq < cp.sequence)
+}
+
+/// Pass 2: recomputes the chain over the first `end` bytes and compares it with both
+/// checkpoints. On a sound log the MAC'd checkpoint is re-signed at the head.
+fn verify_whole(
+    log_path: &Path,
+    checkpoint_path: &Path,
+    end: u64,
+    key: &ChainKey,
+    anchors: Anchors,
+    sync_checkpoint: bool,
+) -> io::Result<(Report, CheckpointFile)> {
+    let mut reader = BufReader::with_capacity(1 << 20, File::open(log_path)?);
     reader.seek(SeekFrom::Start(HEADER_LEN))?;
     let range = Range {
         from: 1,
         to: None,
         recovering: true,
     };
-    let anchors = Anchors {
-        mac: checkpoint_state,
-        signed,
-    };
     let report = verify::verify(Scanner::new(reader, end), key, anchors, range)?;
-    let mut checkpoint = CheckpointFile::open(&checkpoint_path, sync_checkpoint)?;
-    let damage = report.problem.clone();
-    match &damage {
+    let mut checkpoint = CheckpointFile::open(checkpoint_path, sync_checkpoint)?;
+    match &report.problem {
         None => {
             // Re-sign the head: adopts complete records written just before a crash and puts
             // both slots into a known state.
@@ -224,16 +274,5 @@ fn rebuild(
             "audit log failed verification; writes are refused until it is restored"
         ),
     }
-    Ok(Recovered {
-        file,
-        log_path,
-        checkpoint_path,
-        checkpoint,
-        index,
-        end,
-        head_sequence: report.head_sequence,
-        head_hash: report.head_hash,
-        damage,
-        signed,
-    })
+    Ok((report, checkpoint))
 }

@@ -1,28 +1,32 @@
-//! [`AuditLog`]: the domain API the gRPC adapter (and the benchmark) call: record, query,
-//! tail, verify, export the signed checkpoint.
+//! [`FileLog`]: the audit log in a data directory, the one implementation of [`AuditLog`].
+//! It opens (recovering and verifying) the files, owns the writer and signer threads, and
+//! answers the domain calls; the blocking reads are in [`crate::read`], `Tail` streams in
+//! [`crate::tail`], group commit in [`crate::writer`].
 
 use std::fs::File;
-use std::io::{BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
-use prost::Message;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use umcp_proto::audit::v1::AuditEvent;
 
-use crate::chain::{ChainKey, read_checkpoint};
+use crate::chain::ChainKey;
 use crate::error::AuditError;
-use crate::frame::{self, HEADER_LEN, Scanner};
-use crate::index::{Filter, Index, page_token, parse_page_token};
+use crate::index::{Filter, parse_page_token};
+use crate::log::{AuditLog, Page, RecordOutcome, TailEvents};
+use crate::read;
 use crate::recovery;
-use crate::signed::{CheckpointKey, SIGNED_FILE, SignedCheckpoint, SignedState, read_signed};
+use crate::shared::{Shared, Stats};
+use crate::signed::{CheckpointKey, SIGNED_FILE, SignedCheckpoint, SignedState};
 use crate::signer::Signer;
+use crate::tail;
 use crate::validate;
-use crate::verify::{self, Anchors, Problem, Range, Report};
-use crate::writer::{Job, RecordOutcome, Writer};
+use crate::verify::{Problem, Report};
+use crate::writer::{Job, Writer};
 
 /// Default query page.
 pub const DEFAULT_PAGE: usize = 100;
@@ -50,74 +54,18 @@ pub struct LogOptions {
     pub sign_interval: Duration,
 }
 
-/// Commit counters (group-commit efficiency).
-#[derive(Debug, Default)]
-pub struct Stats {
-    commits: AtomicU64,
-    events: AtomicU64,
-}
-
-impl Stats {
-    pub(crate) fn record_commit(&self, events: usize) {
-        if events > 0 {
-            self.commits.fetch_add(1, Ordering::Relaxed);
-            self.events.fetch_add(events as u64, Ordering::Relaxed);
-        }
-    }
-
-    /// `(fsynced commits, events committed)` since start.
-    #[must_use]
-    pub fn snapshot(&self) -> (u64, u64) {
-        (
-            self.commits.load(Ordering::Relaxed),
-            self.events.load(Ordering::Relaxed),
-        )
-    }
-}
-
-/// State shared by the writer thread and readers.
+/// The audit log in a data directory: see the module docs.
 #[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) key: ChainKey,
-    pub(crate) index: RwLock<Index>,
-    pub(crate) failed: AtomicBool,
-    /// Held by the writer while a commit is on its way to disk, so `Verify` can take a
-    /// consistent (log end, checkpoint) snapshot.
-    pub(crate) commit_lock: Mutex<()>,
-    pub(crate) tail: broadcast::Sender<Arc<AuditEvent>>,
-    pub(crate) stats: Stats,
-    pub(crate) signer: Arc<Signer>,
-    reader: File,
-    log_path: PathBuf,
-    checkpoint_path: PathBuf,
-    signed_path: PathBuf,
-    damage: Option<Problem>,
-    tail_buffer: usize,
-    /// Set at shutdown: tail streams end so graceful shutdown does not wait for them forever.
-    stopping: watch::Sender<bool>,
-}
-
-/// The audit log.
-#[derive(Debug)]
-pub struct AuditLog {
+pub struct FileLog {
     shared: Arc<Shared>,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
-    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
-    signer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    signer: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// One page of a query.
-#[derive(Debug, Clone, Default)]
-pub struct Page {
-    /// Events, newest first.
-    pub events: Vec<AuditEvent>,
-    /// Token of the next page; `None` at the end.
-    pub next_token: Option<String>,
-}
-
-impl AuditLog {
-    /// Opens (recovering and verifying) the log and starts its writer thread. Blocking: call
-    /// from `spawn_blocking` in async code.
+impl FileLog {
+    /// Opens (recovering and verifying) the log and starts its writer and signer threads.
+    /// Blocking: call from `spawn_blocking` in async code.
     ///
     /// # Errors
     /// When the directory or files cannot be used.
@@ -134,33 +82,24 @@ impl AuditLog {
                 options.dir.display()
             )
         })?;
-        let signed = match recovered.signed {
-            SignedState::Valid(cp) => Some(cp),
-            SignedState::Missing | SignedState::BadSignature => None,
-        };
         let head = (recovered.head_sequence, recovered.head_hash);
         let signer = Arc::new(Signer::new(
             options.signing_key,
             options.dir.clone(),
             options.sign_every_events,
             options.sign_interval,
-            signed,
+            valid(recovered.signed),
             head,
         ));
-        // Never sign over a damaged log. Otherwise sign an unsigned head now, so a signed
-        // checkpoint exists from the start (and one missing later is noticed by Verify).
+        // Never sign over a damaged log (its signer thread is not even started).
         let sound = recovered.damage.is_none();
-        if sound && signed.is_none_or(|cp| cp.sequence < head.0) {
-            signer.sign_now(head.0, head.1).map_err(|e| {
-                format!(
-                    "cannot write the signed checkpoint in {}: {e}",
-                    options.dir.display()
-                )
-            })?;
+        if sound {
+            sign_unsigned_head(&signer, head, &options.dir)?;
         }
         let reader = File::open(&recovered.log_path)
             .map_err(|e| format!("cannot open {}: {e}", recovered.log_path.display()))?;
-        let (tail, _) = broadcast::channel(options.tail_buffer.max(1));
+        let tail_buffer = options.tail_buffer.max(1);
+        let (tail, _) = broadcast::channel(tail_buffer);
         let shared = Arc::new(Shared {
             key: options.key,
             index: RwLock::new(recovered.index),
@@ -174,7 +113,7 @@ impl AuditLog {
             checkpoint_path: recovered.checkpoint_path,
             signed_path: options.dir.join(SIGNED_FILE),
             damage: recovered.damage,
-            tail_buffer: options.tail_buffer.max(1),
+            tail_buffer,
             stopping: watch::Sender::new(false),
         });
         let writer = Writer {
@@ -186,23 +125,11 @@ impl AuditLog {
             head_hash: recovered.head_hash,
         };
         let (tx, rx) = mpsc::channel(options.queue.max(1));
-        let handle = std::thread::Builder::new()
-            .name("audit-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(|e| format!("cannot start the audit writer thread: {e}"))?;
-        let signing = if sound {
-            let handle = std::thread::Builder::new()
-                .name("audit-signer".into())
-                .spawn(move || signer.run())
-                .map_err(|e| format!("cannot start the audit signer thread: {e}"))?;
-            Some(handle)
-        } else {
-            None
-        };
+        let (writing, signing) = spawn_threads(writer, rx, signer, sound)?;
         Ok(Self {
             shared,
             jobs: Mutex::new(Some(tx)),
-            writer: Mutex::new(Some(handle)),
+            writer: Mutex::new(Some(writing)),
             signer: Mutex::new(signing),
         })
     }
@@ -231,11 +158,26 @@ impl AuditLog {
         &self.shared.log_path
     }
 
-    /// Validates and durably appends a batch; returns once it is on disk.
-    ///
-    /// # Errors
-    /// Invalid events, a damaged or failed log, a saturated writer, shutdown.
-    pub async fn record(&self, events: Vec<AuditEvent>) -> Result<RecordOutcome, AuditError> {
+    /// Ends every tail stream (with UNAVAILABLE) and refuses new ones.
+    pub fn stop_streams(&self) {
+        self.shared.stopping.send_replace(true);
+    }
+
+    /// Stops accepting records, waits for the writer to finish what it has, then signs the
+    /// final head.
+    pub fn close(&self) {
+        self.jobs.lock().take();
+        if let Some(handle) = self.writer.lock().take() {
+            let _ = handle.join();
+        }
+        if let Some(handle) = self.signer.lock().take() {
+            self.shared.signer.stop();
+            let _ = handle.join();
+        }
+    }
+
+    /// Hands a validated batch to the writer and waits for its answer.
+    async fn append(&self, events: Vec<AuditEvent>) -> Result<RecordOutcome, AuditError> {
         let ids = validate::batch(&events)?;
         if let Some(problem) = &self.shared.damage {
             return Err(AuditError::Damaged {
@@ -259,11 +201,8 @@ impl AuditLog {
         answer.await.map_err(|_| AuditError::ShuttingDown)?
     }
 
-    /// One page of events matching `filter`, newest first, below the cursor in `token`.
-    ///
-    /// # Errors
-    /// A page size above [`MAX_PAGE`], or a token not returned by a query with these filters.
-    pub async fn query(
+    /// Checks the page request, then reads the page on a blocking thread.
+    async fn page(
         &self,
         filter: Filter,
         page_size: usize,
@@ -280,6 +219,8 @@ impl AuditLog {
         } else {
             page_size
         };
+        // The token carries the filters' fingerprint: a cursor of other filters would skip or
+        // repeat events silently.
         let fingerprint = filter.fingerprint();
         let bad_token = || {
             AuditError::invalid(
@@ -294,72 +235,15 @@ impl AuditLog {
         };
         let shared = Arc::clone(&self.shared);
         tokio::task::spawn_blocking(move || {
-            shared.query_blocking(&filter, before, limit, fingerprint)
+            read::query_page(&shared, &filter, before, limit, fingerprint)
         })
         .await
-        .map_err(|e| AuditError::Internal(format!("query task failed: {e}")))?
+        .map_err(|e| AuditError::TaskFailed(format!("query task failed: {e}")))?
         .and_then(|page| page.ok_or_else(bad_token))
     }
 
-    /// Committed events matching `filter` with a sequence above `after`, at most `max`, in
-    /// order. Also returns the last sequence examined (resume after it) and whether the scan
-    /// reached the head.
-    ///
-    /// # Errors
-    /// Reading the log failed.
-    pub async fn read_after(
-        &self,
-        filter: Filter,
-        after: u64,
-        max: usize,
-    ) -> Result<(Vec<AuditEvent>, u64, bool), AuditError> {
-        let shared = Arc::clone(&self.shared);
-        tokio::task::spawn_blocking(move || {
-            let (locations, examined, at_head) = {
-                let index = shared.index.read();
-                let start = index.position_after(after);
-                let (positions, end) = index.scan_forward(&filter, start, max);
-                let examined = match end.checked_sub(1).and_then(|p| index.entry(p)) {
-                    Some(e) if end > start => e.sequence,
-                    _ => after,
-                };
-                let locations: Vec<(u64, u32)> = positions
-                    .iter()
-                    .filter_map(|&p| index.entry(p).map(|e| (e.offset, e.len)))
-                    .collect();
-                (locations, examined, end >= index.len())
-            };
-            let mut events = Vec::with_capacity(locations.len());
-            for (offset, len) in locations {
-                let event = shared.read_event(offset, len)?;
-                if filter.matches(&event) {
-                    events.push(event);
-                }
-            }
-            Ok((events, examined, at_head))
-        })
-        .await
-        .map_err(|e| AuditError::Internal(format!("read task failed: {e}")))?
-    }
-
-    /// A receiver of every event committed from now on.
-    #[must_use]
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<AuditEvent>> {
-        self.shared.tail.subscribe()
-    }
-
-    /// How far a tail consumer may fall behind.
-    #[must_use]
-    pub fn tail_buffer(&self) -> usize {
-        self.shared.tail_buffer
-    }
-
-    /// Recomputes the chain over `from..=to` (0 = from the start / to the end, including the
-    /// signed checkpoint) from the bytes on disk.
-    ///
-    /// # Errors
-    /// A bad range, or reading failed.
-    pub async fn verify(&self, from: u64, to: u64) -> Result<Report, AuditError> {
+    /// Checks the range, then verifies on a blocking thread.
+    async fn check(&self, from: u64, to: u64) -> Result<Report, AuditError> {
         if to != 0 && from > to {
             return Err(AuditError::invalid(
                 "from_sequence",
@@ -367,133 +251,94 @@ impl AuditLog {
             ));
         }
         let shared = Arc::clone(&self.shared);
-        tokio::task::spawn_blocking(move || shared.verify_blocking(from, to))
+        tokio::task::spawn_blocking(move || read::verify(&shared, from, to))
             .await
-            .map_err(|e| AuditError::Internal(format!("verify task failed: {e}")))?
-    }
-
-    /// The latest Ed25519-signed checkpoint and the key that signed it; `None` before the
-    /// first (a log found damaged at start-up that never had one).
-    #[must_use]
-    pub fn signed_checkpoint(&self) -> Option<(SignedCheckpoint, &CheckpointKey)> {
-        let signer = &self.shared.signer;
-        signer.latest().map(|cp| (cp, signer.key()))
-    }
-
-    /// Ends every tail stream (with UNAVAILABLE) and refuses new ones.
-    pub fn stop_streams(&self) {
-        self.shared.stopping.send_replace(true);
-    }
-
-    /// Completes once [`Self::stop_streams`] was called.
-    pub fn stopping(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let mut stopping = self.shared.stopping.subscribe();
-        async move {
-            let _ = stopping.wait_for(|s| *s).await;
-        }
-    }
-
-    /// Stops accepting records, waits for the writer to finish what it has, then signs the
-    /// final head.
-    pub fn close(&self) {
-        self.jobs.lock().take();
-        if let Some(handle) = self.writer.lock().take() {
-            let _ = handle.join();
-        }
-        if let Some(handle) = self.signer.lock().take() {
-            self.shared.signer.stop();
-            let _ = handle.join();
-        }
+            .map_err(|e| AuditError::TaskFailed(format!("verify task failed: {e}")))?
     }
 }
 
-impl Drop for AuditLog {
+/// The signed checkpoint recovery found, if it verified.
+fn valid(signed: SignedState) -> Option<SignedCheckpoint> {
+    match signed {
+        SignedState::Valid(cp) => Some(cp),
+        SignedState::Missing | SignedState::BadSignature => None,
+    }
+}
+
+/// Signs `head` now unless the signer's latest checkpoint covers it, so a signed checkpoint
+/// exists from the start (and one missing later is noticed by Verify).
+fn sign_unsigned_head(signer: &Signer, head: (u64, [u8; 32]), dir: &Path) -> Result<(), String> {
+    if signer.latest().is_none_or(|cp| cp.sequence < head.0) {
+        signer.sign_now(head.0, head.1).map_err(|e| {
+            format!(
+                "cannot write the signed checkpoint in {}: {e}",
+                dir.display()
+            )
+        })?;
+    }
+    Ok(())
+}
+
+type Threads = (JoinHandle<()>, Option<JoinHandle<()>>);
+
+/// Starts the writer thread, and the signer thread when the log is `sound`.
+fn spawn_threads(
+    writer: Writer,
+    jobs: mpsc::Receiver<Job>,
+    signer: Arc<Signer>,
+    sound: bool,
+) -> Result<Threads, String> {
+    let writing = std::thread::Builder::new()
+        .name("audit-writer".into())
+        .spawn(move || writer.run(jobs))
+        .map_err(|e| format!("cannot start the audit writer thread: {e}"))?;
+    let signing = if sound {
+        let handle = std::thread::Builder::new()
+            .name("audit-signer".into())
+            .spawn(move || signer.run())
+            .map_err(|e| format!("cannot start the audit signer thread: {e}"))?;
+        Some(handle)
+    } else {
+        None
+    };
+    Ok((writing, signing))
+}
+
+/// Every domain call logs the details of an internal failure once, here, on its way out.
+#[tonic::async_trait]
+impl AuditLog for FileLog {
+    async fn record(&self, events: Vec<AuditEvent>) -> Result<RecordOutcome, AuditError> {
+        self.append(events).await.map_err(AuditError::logged)
+    }
+
+    async fn query(
+        &self,
+        filter: Filter,
+        page_size: usize,
+        token: &str,
+    ) -> Result<Page, AuditError> {
+        self.page(filter, page_size, token)
+            .await
+            .map_err(AuditError::logged)
+    }
+
+    fn tail(&self, filter: Filter, after_sequence: u64) -> TailEvents {
+        tail::start(&self.shared, filter, after_sequence)
+    }
+
+    async fn verify(&self, from: u64, to: u64) -> Result<Report, AuditError> {
+        self.check(from, to).await.map_err(AuditError::logged)
+    }
+
+    fn signed_checkpoint(&self) -> Result<(SignedCheckpoint, &CheckpointKey), AuditError> {
+        let signer = &self.shared.signer;
+        let latest = signer.latest().ok_or(AuditError::NoSignedCheckpoint)?;
+        Ok((latest, signer.key()))
+    }
+}
+
+impl Drop for FileLog {
     fn drop(&mut self) {
         self.close();
-    }
-}
-
-impl Shared {
-    fn read_event(&self, offset: u64, len: u32) -> Result<AuditEvent, AuditError> {
-        let raw = frame::read_at(&self.reader, offset, len)
-            .map_err(|e| AuditError::Internal(format!("reading the audit log at {offset}: {e}")))?;
-        let mut event = AuditEvent::decode(raw.event.as_slice())
-            .map_err(|e| AuditError::Internal(format!("decoding the record at {offset}: {e}")))?;
-        event.sequence = raw.sequence;
-        event.chain_hash = hex::encode(raw.chain_hash);
-        Ok(event)
-    }
-
-    /// `None` when `before` is no cursor of this log.
-    fn query_blocking(
-        &self,
-        filter: &Filter,
-        before: Option<u64>,
-        limit: usize,
-        fingerprint: u32,
-    ) -> Result<Option<Page>, AuditError> {
-        let (locations, next) = {
-            let index = self.index.read();
-            let end = match before {
-                None => index.len(),
-                // A cursor names an event that exists (the last one of the previous page).
-                Some(before) if before <= index.head() => index.position_of(before),
-                Some(_) => return Ok(None),
-            };
-            let (positions, more) = index.scan_back(filter, end, limit);
-            let locations: Vec<(u64, u32, u64)> = positions
-                .iter()
-                .filter_map(|&p| index.entry(p).map(|e| (e.offset, e.len, e.sequence)))
-                .collect();
-            let next = if more {
-                locations.last().map(|&(_, _, seq)| seq)
-            } else {
-                None
-            };
-            (locations, next)
-        };
-        let mut events = Vec::with_capacity(locations.len());
-        for (offset, len, _) in locations {
-            let event = self.read_event(offset, len)?;
-            // The index holds correlation hashes; confirm the real values.
-            if filter.matches(&event) {
-                events.push(event);
-            }
-        }
-        Ok(Some(Page {
-            events,
-            next_token: next.map(|seq| page_token(seq, fingerprint)),
-        }))
-    }
-
-    fn verify_blocking(&self, from: u64, to: u64) -> Result<Report, AuditError> {
-        let io = |e: std::io::Error| AuditError::Internal(format!("verifying the audit log: {e}"));
-        // Read before the log end: it only ever signs records already on disk.
-        let signed =
-            read_signed(&self.signed_path, &self.signer.key().verifying_key()).map_err(io)?;
-        let (checkpoint, end) = {
-            let _commit = self.commit_lock.lock();
-            let checkpoint = read_checkpoint(&self.checkpoint_path, &self.key).map_err(io)?;
-            let end = std::fs::metadata(&self.log_path).map_err(io)?.len();
-            (checkpoint, end)
-        };
-        let mut file = BufReader::with_capacity(1 << 20, File::open(&self.log_path).map_err(io)?);
-        file.seek(SeekFrom::Start(HEADER_LEN)).map_err(io)?;
-        let range = Range {
-            from: from.max(1),
-            to: (to != 0).then_some(to),
-            recovering: false,
-        };
-        let anchors = Anchors {
-            mac: checkpoint,
-            signed,
-        };
-        verify::verify(
-            Scanner::new(file, end.max(HEADER_LEN)),
-            &self.key,
-            anchors,
-            range,
-        )
-        .map_err(io)
     }
 }

@@ -15,7 +15,7 @@ use std::fmt;
 use std::io::{self, Read};
 
 use crate::chain::{ChainKey, CheckpointState, GENESIS};
-use crate::frame::{Scanned, Scanner};
+use crate::frame::{RawRecord, Scanned, Scanner};
 use crate::signed::SignedState;
 
 /// The class of a problem.
@@ -102,17 +102,6 @@ fn problem(sequence: u64, kind: ProblemKind, detail: impl Into<String>) -> Optio
     })
 }
 
-/// Remaining sequence numbers, for telling a missing record from a moved one.
-fn rest<R: Read>(scanner: &mut Scanner<R>) -> io::Result<Vec<u64>> {
-    let mut seqs = Vec::new();
-    while let Some(item) = scanner.next_item()? {
-        if let Scanned::Record(r) = item {
-            seqs.push(r.sequence);
-        }
-    }
-    Ok(seqs)
-}
-
 /// The checkpoints a whole log is checked against.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Anchors {
@@ -124,6 +113,9 @@ pub(crate) struct Anchors {
 
 /// Verifies the log read by `scanner` against its checkpoints.
 ///
+/// The walk stops at the first problem: after it the chain has no trusted anchor, so anything
+/// later would be noise. Each step below names one way the file can differ from the chain.
+///
 /// # Errors
 /// I/O errors while reading.
 pub(crate) fn verify<R: Read>(
@@ -132,143 +124,225 @@ pub(crate) fn verify<R: Read>(
     anchors: Anchors,
     range: Range,
 ) -> io::Result<Report> {
-    let checkpoint = anchors.mac;
-    let mut expected = 1u64;
-    let mut previous = GENESIS;
-    let mut checked = 0u64;
-    let mut checkpoint_hash: Option<[u8; 32]> = None;
-    let checkpoint_seq = match checkpoint {
-        CheckpointState::Valid(cp) => Some(cp.sequence),
-        _ => None,
-    };
-    let mut signed_hash: Option<[u8; 32]> = None;
-    let signed_seq = match anchors.signed {
-        SignedState::Valid(cp) => Some(cp.sequence),
-        _ => None,
-    };
-    let report = |checked, problem, head_sequence, head_hash| Report {
-        checked,
-        problem,
-        head_sequence,
-        head_hash,
-    };
+    let mut walk = Walk::new(anchors);
     while let Some(item) = scanner.next_item()? {
-        if range.to.is_some_and(|to| expected > to) {
-            return Ok(report(checked, None, expected - 1, previous));
+        if range.to.is_some_and(|to| walk.expected > to) {
+            return Ok(walk.report(None));
         }
         let record = match item {
             Scanned::Record(r) => r,
-            Scanned::Corrupt { offset, .. } => {
-                let p = problem(
-                    expected,
-                    ProblemKind::Edited,
-                    format!(
-                        "the record at byte {offset} (expected sequence {expected}) fails its checksum"
-                    ),
-                );
-                return Ok(report(checked, p, expected - 1, previous));
-            }
-            Scanned::Garbled { offset } => {
-                let p = problem(
-                    expected,
-                    ProblemKind::Edited,
-                    format!(
-                        "the bytes at {offset} (expected sequence {expected}) are not a record: its length was destroyed"
-                    ),
-                );
-                return Ok(report(checked, p, expected - 1, previous));
-            }
-            Scanned::Torn { offset } => {
-                let p = problem(
-                    expected,
-                    ProblemKind::Truncated,
-                    format!(
-                        "the log ends inside a record at byte {offset} (expected sequence {expected})"
-                    ),
-                );
-                return Ok(report(checked, p, expected - 1, previous));
-            }
+            unreadable => return Ok(walk.report(unreadable_problem(&unreadable, walk.expected))),
         };
+        let found = match record.sequence {
+            seq if seq == walk.expected => walk.link(&record, &mut scanner, key, range.from)?,
+            seq if seq < walk.expected => repeated_problem(seq, walk.expected),
+            seq => Some(out_of_place_problem(&mut scanner, seq, walk.expected)?),
+        };
+        if found.is_some() {
+            return Ok(walk.report(found));
+        }
+    }
+    let problem = end_problem(&walk, anchors, range);
+    Ok(walk.report(problem))
+}
+
+/// Where a walk over the records stands: every record before `expected` was in order and,
+/// within the range, matched its chain hash.
+#[derive(Debug)]
+struct Walk {
+    /// The sequence the next record must carry.
+    expected: u64,
+    /// Chain hash of `expected - 1` (genesis before the first record).
+    previous: [u8; 32],
+    /// Records whose hash was recomputed.
+    checked: u64,
+    /// The sequence the MAC'd checkpoint names, and the hash the log holds there once seen.
+    mac_seq: Option<u64>,
+    mac_hash: Option<[u8; 32]>,
+    /// The same for the Ed25519-signed checkpoint.
+    signed_seq: Option<u64>,
+    signed_hash: Option<[u8; 32]>,
+}
+
+impl Walk {
+    fn new(anchors: Anchors) -> Self {
+        Self {
+            expected: 1,
+            previous: GENESIS,
+            checked: 0,
+            mac_seq: match anchors.mac {
+                CheckpointState::Valid(cp) => Some(cp.sequence),
+                _ => None,
+            },
+            mac_hash: None,
+            signed_seq: match anchors.signed {
+                SignedState::Valid(cp) => Some(cp.sequence),
+                _ => None,
+            },
+            signed_hash: None,
+        }
+    }
+
+    /// The report as of now: the head is the last record accepted.
+    fn report(&self, problem: Option<Problem>) -> Report {
+        Report {
+            checked: self.checked,
+            problem,
+            head_sequence: self.expected - 1,
+            head_hash: self.previous,
+        }
+    }
+
+    /// Accepts `record`, the expected next one, if (within the range) it extends the chain.
+    /// If not, tells an inserted forgery (the genuine record follows it) from an edit.
+    fn link<R: Read>(
+        &mut self,
+        record: &RawRecord,
+        scanner: &mut Scanner<R>,
+        key: &ChainKey,
+        from: u64,
+    ) -> io::Result<Option<Problem>> {
         let seq = record.sequence;
-        if seq == expected {
-            let in_range = seq >= range.from;
-            if in_range && key.link(&previous, seq, &record.event) != record.chain_hash {
-                let next = scanner.next_item()?;
-                if let Some(Scanned::Record(n)) = &next
-                    && n.sequence == seq
-                    && key.link(&previous, seq, &n.event) == n.chain_hash
-                {
-                    let p = problem(
-                        seq,
-                        ProblemKind::Inserted,
-                        format!("a record not in the chain was inserted before sequence {seq}"),
-                    );
-                    return Ok(report(checked, p, seq - 1, previous));
-                }
-                let p = problem(
+        let in_range = seq >= from;
+        if in_range && key.link(&self.previous, seq, &record.event) != record.chain_hash {
+            let next = scanner.next_item()?;
+            if let Some(Scanned::Record(n)) = &next
+                && n.sequence == seq
+                && key.link(&self.previous, seq, &n.event) == n.chain_hash
+            {
+                return Ok(problem(
                     seq,
-                    ProblemKind::Edited,
-                    format!("sequence {seq} does not match its chain hash (changed or forged)"),
-                );
-                return Ok(report(checked, p, seq - 1, previous));
-            }
-            if in_range {
-                checked += 1;
-            }
-            // Before the range the stored hash is trusted as the anchor.
-            previous = record.chain_hash;
-            if checkpoint_seq == Some(seq) {
-                checkpoint_hash = Some(record.chain_hash);
-            }
-            if signed_seq == Some(seq) {
-                signed_hash = Some(record.chain_hash);
-            }
-            expected += 1;
-            continue;
-        }
-        if seq < expected {
-            // Records 1..expected were all seen in order, so this one is a second copy (or
-            // carries the impossible sequence 0).
-            let p = if seq == 0 {
-                problem(expected, ProblemKind::Edited, "a record carries sequence 0")
-            } else {
-                problem(
-                    expected,
                     ProblemKind::Inserted,
-                    format!("sequence {seq} appears again where {expected} was expected"),
-                )
-            };
-            return Ok(report(checked, p, expected - 1, previous));
+                    format!("a record not in the chain was inserted before sequence {seq}"),
+                ));
+            }
+            return Ok(problem(
+                seq,
+                ProblemKind::Edited,
+                format!("sequence {seq} does not match its chain hash (changed or forged)"),
+            ));
         }
-        let later = rest(&mut scanner)?;
-        let p = if later.contains(&expected) {
-            problem(
-                expected,
-                ProblemKind::Reordered,
-                format!("sequence {expected} appears after sequence {seq}"),
-            )
-        } else {
-            problem(
-                expected,
-                ProblemKind::Missing,
-                format!("sequence {expected} is missing (the next record is {seq})"),
-            )
-        };
-        return Ok(report(checked, p, expected - 1, previous));
+        if in_range {
+            self.checked += 1;
+        }
+        // Before the range the stored hash is trusted as the anchor.
+        self.previous = record.chain_hash;
+        if self.mac_seq == Some(seq) {
+            self.mac_hash = Some(record.chain_hash);
+        }
+        if self.signed_seq == Some(seq) {
+            self.signed_hash = Some(record.chain_hash);
+        }
+        self.expected += 1;
+        Ok(None)
     }
-    let head = expected - 1;
+}
+
+/// What the scanner could not read as a record, where `expected` was due.
+fn unreadable_problem(item: &Scanned, expected: u64) -> Option<Problem> {
+    match *item {
+        Scanned::Record(_) => None,
+        Scanned::Corrupt { offset, .. } => problem(
+            expected,
+            ProblemKind::Edited,
+            format!(
+                "the record at byte {offset} (expected sequence {expected}) fails its checksum"
+            ),
+        ),
+        Scanned::Garbled { offset } => problem(
+            expected,
+            ProblemKind::Edited,
+            format!(
+                "the bytes at {offset} (expected sequence {expected}) are not a record: its length was destroyed"
+            ),
+        ),
+        Scanned::Torn { offset } => problem(
+            expected,
+            ProblemKind::Truncated,
+            format!("the log ends inside a record at byte {offset} (expected sequence {expected})"),
+        ),
+    }
+}
+
+/// A record whose sequence `seq` is below `expected`. Records 1..expected were all seen in
+/// order, so this one is a second copy (or carries the impossible sequence 0).
+fn repeated_problem(seq: u64, expected: u64) -> Option<Problem> {
+    if seq == 0 {
+        problem(expected, ProblemKind::Edited, "a record carries sequence 0")
+    } else {
+        problem(
+            expected,
+            ProblemKind::Inserted,
+            format!("sequence {seq} appears again where {expected} was expected"),
+        )
+    }
+}
+
+/// A record whose sequence `seq` is above `expected`: `expected` was moved later (reordered)
+/// or is gone (missing). Only the rest of the log can tell, so this reads it.
+fn out_of_place_problem<R: Read>(
+    scanner: &mut Scanner<R>,
+    seq: u64,
+    expected: u64,
+) -> io::Result<Problem> {
+    let later = rest(scanner)?;
+    let (kind, detail) = if later.contains(&expected) {
+        (
+            ProblemKind::Reordered,
+            format!("sequence {expected} appears after sequence {seq}"),
+        )
+    } else {
+        (
+            ProblemKind::Missing,
+            format!("sequence {expected} is missing (the next record is {seq})"),
+        )
+    };
+    Ok(Problem {
+        sequence: expected,
+        kind,
+        detail,
+    })
+}
+
+/// Remaining sequence numbers, for telling a missing record from a moved one.
+fn rest<R: Read>(scanner: &mut Scanner<R>) -> io::Result<Vec<u64>> {
+    let mut seqs = Vec::new();
+    while let Some(item) = scanner.next_item()? {
+        if let Scanned::Record(r) = item {
+            seqs.push(r.sequence);
+        }
+    }
+    Ok(seqs)
+}
+
+/// Once every record was read in order: does the log end where it should? A bounded range
+/// only needs to reach its end; a whole log is held against both checkpoints, which are what
+/// make a cut-off tail detectable at all.
+fn end_problem(walk: &Walk, anchors: Anchors, range: Range) -> Option<Problem> {
+    let head = walk.expected - 1;
     if let Some(to) = range.to {
-        if head < to {
-            let p = problem(
-                head + 1,
-                ProblemKind::Truncated,
-                format!("the log ends at sequence {head}, before the requested end {to}"),
-            );
-            return Ok(report(checked, p, head, previous));
+        if head >= to {
+            return None;
         }
-        return Ok(report(checked, None, head, previous));
+        return problem(
+            head + 1,
+            ProblemKind::Truncated,
+            format!("the log ends at sequence {head}, before the requested end {to}"),
+        );
     }
-    let p = match checkpoint {
+    mac_problem(anchors.mac, head, walk.mac_hash, range.recovering)
+        .or_else(|| signed_problem(anchors.signed, head, walk.signed_hash, range.recovering))
+}
+
+/// The MAC'd checkpoint against a whole chain ending at `head`, whose record at the
+/// checkpoint's sequence carries `hash_there`.
+fn mac_problem(
+    checkpoint: CheckpointState,
+    head: u64,
+    hash_there: Option<[u8; 32]>,
+    recovering: bool,
+) -> Option<Problem> {
+    match checkpoint {
         CheckpointState::Missing => problem(
             head + 1,
             ProblemKind::Checkpoint,
@@ -287,17 +361,17 @@ pub(crate) fn verify<R: Read>(
                 cp.sequence
             ),
         ),
-        CheckpointState::Valid(cp) if cp.sequence > 0 && checkpoint_hash != Some(cp.hash) => {
-            problem(
-                cp.sequence,
-                ProblemKind::Checkpoint,
-                format!(
-                    "sequence {} does not carry the hash the checkpoint signed",
-                    cp.sequence
-                ),
-            )
-        }
-        CheckpointState::Valid(cp) if cp.sequence < head && !range.recovering => problem(
+        CheckpointState::Valid(cp) if cp.sequence > 0 && hash_there != Some(cp.hash) => problem(
+            cp.sequence,
+            ProblemKind::Checkpoint,
+            format!(
+                "sequence {} does not carry the hash the checkpoint signed",
+                cp.sequence
+            ),
+        ),
+        // Records after the checkpoint are a crash between the log sync and the checkpoint
+        // write only at start-up (recovery re-signs them); later they were added behind it.
+        CheckpointState::Valid(cp) if cp.sequence < head && !recovering => problem(
             cp.sequence + 1,
             ProblemKind::Inserted,
             format!(
@@ -306,9 +380,7 @@ pub(crate) fn verify<R: Read>(
             ),
         ),
         CheckpointState::Valid(_) => None,
-    };
-    let p = p.or_else(|| signed_problem(anchors.signed, head, signed_hash, range.recovering));
-    Ok(report(checked, p, head, previous))
+    }
 }
 
 /// The Ed25519-signed checkpoint against a whole chain ending at `head`, whose record at the

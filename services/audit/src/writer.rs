@@ -20,27 +20,17 @@ use umcp_proto::audit::v1::AuditEvent;
 use crate::chain::{Checkpoint, CheckpointFile};
 use crate::error::AuditError;
 use crate::frame;
-use crate::store::Shared;
+use crate::log::RecordOutcome;
+use crate::shared::Shared;
 
 /// Most events committed by one fsync.
 pub(crate) const GROUP_MAX_EVENTS: usize = 8192;
-
-/// The result of one `Record` call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct RecordOutcome {
-    /// Events newly committed.
-    pub accepted: u32,
-    /// Events whose id was already stored (or repeated within the call).
-    pub duplicates: u32,
-    /// Sequence of the last committed event in the log after this call.
-    pub last_sequence: u64,
-}
 
 /// One `Record` call waiting for the writer.
 #[derive(Debug)]
 pub(crate) struct Job {
     pub(crate) events: Vec<(AuditEvent, u128)>,
-    pub(crate) reply: oneshot::Sender<Result<RecordOutcome, AuditError>>,
+    pub(crate) reply: Reply,
 }
 
 /// The writer's private state.
@@ -58,6 +48,20 @@ struct Staged {
     offset: u64,
     len: u32,
     event: Arc<AuditEvent>,
+}
+
+type Reply = oneshot::Sender<Result<RecordOutcome, AuditError>>;
+
+/// A group's new records, chained and framed in memory, not yet written.
+struct Batch {
+    /// The framed records, appended at the log end with one write.
+    buf: Vec<u8>,
+    staged: Vec<Staged>,
+    /// `(accepted, duplicates, reply)` of each job, in order.
+    replies: Vec<(u32, u32, Reply)>,
+    /// The head after this batch.
+    sequence: u64,
+    hash: [u8; 32],
 }
 
 impl Writer {
@@ -80,6 +84,7 @@ impl Writer {
         tracing::info!("audit writer stopped");
     }
 
+    /// Makes a group durable, then publishes it and answers every job.
     fn commit(&mut self, group: Vec<Job>) {
         if self.shared.failed.load(Ordering::Acquire) {
             for job in group {
@@ -87,85 +92,109 @@ impl Writer {
             }
             return;
         }
-        let mut buf = Vec::with_capacity(group.iter().map(|j| j.events.len() * 512).sum());
-        let mut staged: Vec<Staged> = Vec::new();
-        let mut outcomes: Vec<(u32, u32, oneshot::Sender<_>)> = Vec::with_capacity(group.len());
-        let mut sequence = self.head_sequence;
-        let mut hash = self.head_hash;
-        {
-            let index = self.shared.index.read();
-            let mut fresh: HashSet<u128> = HashSet::new();
-            for job in group {
-                let (mut accepted, mut duplicates) = (0u32, 0u32);
-                for (mut event, id) in job.events {
-                    if index.contains_id(id) || !fresh.insert(id) {
-                        duplicates += 1;
-                        continue;
-                    }
-                    sequence += 1;
-                    event.sequence = sequence;
-                    event.chain_hash.clear();
-                    let bytes = event.encode_to_vec();
-                    hash = self.shared.key.link(&hash, sequence, &bytes);
-                    let offset = self.end + buf.len() as u64;
-                    frame::encode(&mut buf, sequence, &hash, &bytes);
-                    let len =
-                        u32::try_from(self.end + buf.len() as u64 - offset).unwrap_or(u32::MAX);
-                    event.chain_hash = hex::encode(hash);
-                    staged.push(Staged {
-                        offset,
-                        len,
-                        event: Arc::new(event),
-                    });
-                    accepted += 1;
-                }
-                outcomes.push((accepted, duplicates, job.reply));
-            }
-        }
-        if !staged.is_empty() {
-            let _commit = self.shared.commit_lock.lock();
-            let written = self
-                .file
-                .write_all_at(&buf, self.end)
-                .and_then(|()| self.file.sync_data())
-                .and_then(|()| {
-                    self.checkpoint
-                        .write(&self.shared.key, Checkpoint { sequence, hash })
-                });
-            if let Err(e) = written {
-                // After a failed fsync the kernel may have dropped the dirty pages: nothing
-                // about the file can be trusted any more. Fail closed until a restart
-                // re-verifies it (producers spool meanwhile).
-                tracing::error!(error = %e, "audit log write failed; refusing further writes");
-                let _ = self.file.set_len(self.end);
-                self.shared.failed.store(true, Ordering::Release);
-                for (_, _, reply) in outcomes {
-                    let _ = reply.send(Err(AuditError::StorageFailed));
-                }
+        let batch = self.stage(group);
+        if !batch.staged.is_empty() {
+            if let Err(e) = self.write(&batch) {
+                self.fail(&e, batch.replies);
                 return;
             }
-            self.end += buf.len() as u64;
-            self.head_sequence = sequence;
-            self.head_hash = hash;
-            {
-                let mut index = self.shared.index.write();
-                for s in &staged {
-                    index.push(s.offset, s.len, s.event.sequence, &s.event);
-                }
-            }
-            self.shared.signer.committed(sequence, hash);
+            self.advance(&batch);
         }
-        self.shared.stats.record_commit(staged.len());
-        for s in staged {
+        self.shared.stats.record_commit(batch.staged.len());
+        for s in batch.staged {
             // No receivers is fine; a lagging receiver is told so by its own stream.
             let _ = self.shared.tail.send(s.event);
         }
-        for (accepted, duplicates, reply) in outcomes {
+        for (accepted, duplicates, reply) in batch.replies {
             let _ = reply.send(Ok(RecordOutcome {
                 accepted,
                 duplicates,
-                last_sequence: sequence,
+                last_sequence: batch.sequence,
             }));
         }
+    }
+
+    /// Numbers, chains and frames the group's events after the head, skipping ids already
+    /// stored or repeated within the group.
+    fn stage(&self, group: Vec<Job>) -> Batch {
+        let mut batch = Batch {
+            buf: Vec::with_capacity(group.iter().map(|j| j.events.len() * 512).sum()),
+            staged: Vec::new(),
+            replies: Vec::with_capacity(group.len()),
+            sequence: self.head_sequence,
+            hash: self.head_hash,
+        };
+        let index = self.shared.index.read();
+        let mut fresh: HashSet<u128> = HashSet::new();
+        for job in group {
+            let (mut accepted, mut duplicates) = (0u32, 0u32);
+            for (mut event, id) in job.events {
+                if index.contains_id(id) || !fresh.insert(id) {
+                    duplicates += 1;
+                    continue;
+                }
+                batch.sequence += 1;
+                let sequence = batch.sequence;
+                event.sequence = sequence;
+                // The stored bytes carry no hash: it is computed over them.
+                event.chain_hash.clear();
+                let bytes = event.encode_to_vec();
+                batch.hash = self.shared.key.link(&batch.hash, sequence, &bytes);
+                let offset = self.end + batch.buf.len() as u64;
+                frame::encode(&mut batch.buf, sequence, &batch.hash, &bytes);
+                let len =
+                    u32::try_from(self.end + batch.buf.len() as u64 - offset).unwrap_or(u32::MAX);
+                event.chain_hash = hex::encode(batch.hash);
+                batch.staged.push(Staged {
+                    offset,
+                    len,
+                    event: Arc::new(event),
+                });
+                accepted += 1;
+            }
+            batch.replies.push((accepted, duplicates, job.reply));
+        }
+        batch
+    }
+
+    /// Appends the batch, syncs it and rewrites the MAC'd checkpoint, under the commit lock
+    /// (so `Verify` sees a log end and a checkpoint of the same commit).
+    fn write(&mut self, batch: &Batch) -> std::io::Result<()> {
+        let _commit = self.shared.commit_lock.lock();
+        let checkpoint = Checkpoint {
+            sequence: batch.sequence,
+            hash: batch.hash,
+        };
+        self.file
+            .write_all_at(&batch.buf, self.end)
+            .and_then(|()| self.file.sync_data())
+            .and_then(|()| self.checkpoint.write(&self.shared.key, checkpoint))
+    }
+
+    /// After a failed write: refuse this batch and every later one.
+    fn fail(&mut self, error: &std::io::Error, replies: Vec<(u32, u32, Reply)>) {
+        // After a failed fsync the kernel may have dropped the dirty pages: nothing about the
+        // file can be trusted any more. Fail closed until a restart re-verifies it (producers
+        // spool meanwhile).
+        tracing::error!(error = %error, "audit log write failed; refusing further writes");
+        let _ = self.file.set_len(self.end);
+        self.shared.failed.store(true, Ordering::Release);
+        for (_, _, reply) in replies {
+            let _ = reply.send(Err(AuditError::StorageFailed));
+        }
+    }
+
+    /// After a durable write: move the head, index the records, tell the signer.
+    fn advance(&mut self, batch: &Batch) {
+        self.end += batch.buf.len() as u64;
+        self.head_sequence = batch.sequence;
+        self.head_hash = batch.hash;
+        {
+            let mut index = self.shared.index.write();
+            for s in &batch.staged {
+                index.push(s.offset, s.len, s.event.sequence, &s.event);
+            }
+        }
+        self.shared.signer.committed(batch.sequence, batch.hash);
     }
 }
