@@ -10,7 +10,7 @@ VENV := .venv
 BUF := $(TOOLS)/node_modules/.bin/buf
 GRPCURL := $(VENV)/bin/grpcurl
 
-.PHONY: run build test test-rust test-e2e deploy-check lint fmt clippy proto-lint bench tools venv buf clean
+.PHONY: run build test test-rust test-e2e deploy-check lint fmt clippy proto-lint bench tools venv buf redis clean
 
 ## run: build the binaries and start gateway + services in the foreground
 run: build venv
@@ -48,7 +48,10 @@ bench: tools
 	scripts/bench.sh
 
 ## tools: everything the tests need that is not a Rust crate, installed locally (no global state)
-tools: buf venv
+tools: buf venv redis
+
+redis:
+	scripts/install-tools.sh redis
 
 buf: $(BUF)
 $(BUF):

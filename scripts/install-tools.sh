@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the non-Rust tools the tests use, inside the repository (.tools/, .venv/), so a fresh
 # machine with only the Rust toolchain, Node/npm and Python can run `make test`.
-# Usage: install-tools.sh buf|venv
+# Usage: install-tools.sh buf|venv|redis
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,8 +37,12 @@ case "${1:-}" in
     need shellcheck || apt_install shellcheck || echo "install-tools: shellcheck missing; bash lint will skip it" >&2
     touch .venv/.installed
     ;;
+  redis)
+    # Tests start their own standalone Redis and a 3-master + 3-replica cluster from these.
+    { need redis-server && need redis-cli; } || apt_install redis-server redis-tools
+    ;;
   *)
-    echo "usage: $0 buf|venv" >&2
+    echo "usage: $0 buf|venv|redis" >&2
     exit 2
     ;;
 esac

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use umcp_audit_client::AuditClientConfig;
 use umcp_authz::AuthClientConfig;
-use umcp_config::{Validate, check_http_url, check_socket_addr, env_name};
+use umcp_config::{Validate, check_http_url, check_range, check_socket_addr};
 use umcp_telemetry::LogConfig;
 
 /// Everything the gateway reads at start-up.
@@ -103,20 +103,16 @@ impl Validate for GatewayConfig {
             let key = format!("backends.{name}");
             problems.extend(check_http_url(&key, url, Some("disable the service")));
         }
-        if !(50..=60_000).contains(&self.connect_timeout_ms) {
-            problems.push(format!(
-                "connect_timeout_ms ({}) must be 50..=60000, got {}",
-                env_name("connect_timeout_ms"),
-                self.connect_timeout_ms
-            ));
-        }
-        if !(100..=60_000).contains(&self.health_interval_ms) {
-            problems.push(format!(
-                "health_interval_ms ({}) must be 100..=60000, got {}",
-                env_name("health_interval_ms"),
-                self.health_interval_ms
-            ));
-        }
+        problems.extend(check_range(
+            "connect_timeout_ms",
+            self.connect_timeout_ms,
+            50..=60_000,
+        ));
+        problems.extend(check_range(
+            "health_interval_ms",
+            self.health_interval_ms,
+            100..=60_000,
+        ));
         problems
     }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use umcp_authz::AuthClientConfig;
-use umcp_config::{Validate, env_name};
+use umcp_config::{Validate, check_range, env_name};
 use umcp_telemetry::LogConfig;
 
 use crate::chain::ChainKey;
@@ -189,32 +189,18 @@ impl Validate for AuditConfig {
         {
             problems.push(format!("key ({}): {e}", env_name("key")));
         }
-        for (name, value) in [
-            ("tail_buffer", self.tail_buffer),
-            ("write_queue", self.write_queue),
-        ] {
-            if !(1..=1_000_000).contains(&value) || (name == "tail_buffer" && value < 16) {
-                let min = if name == "tail_buffer" { 16 } else { 1 };
-                problems.push(format!(
-                    "{name} ({}) must be {min}..=1000000, got {value}",
-                    env_name(name)
-                ));
-            }
-        }
-        if !(1..=1_000_000).contains(&self.sign_every_events) {
-            problems.push(format!(
-                "sign_every_events ({}) must be 1..=1000000, got {}",
-                env_name("sign_every_events"),
-                self.sign_every_events
-            ));
-        }
-        if !(10..=3_600_000).contains(&self.sign_interval_ms) {
-            problems.push(format!(
-                "sign_interval_ms ({}) must be 10..=3600000, got {}",
-                env_name("sign_interval_ms"),
-                self.sign_interval_ms
-            ));
-        }
+        problems.extend(check_range("tail_buffer", self.tail_buffer, 16..=1_000_000));
+        problems.extend(check_range("write_queue", self.write_queue, 1..=1_000_000));
+        problems.extend(check_range(
+            "sign_every_events",
+            self.sign_every_events,
+            1..=1_000_000,
+        ));
+        problems.extend(check_range(
+            "sign_interval_ms",
+            self.sign_interval_ms,
+            10..=3_600_000,
+        ));
         problems
     }
 }

@@ -1,13 +1,13 @@
 //! Auth service configuration (see `umcp-config` for sources and precedence).
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use umcp_audit_client::AuditClientConfig;
-use umcp_config::{Validate, env_name};
+pub use umcp_config::Secret;
+use umcp_config::{Validate, check_range, env_name};
 use umcp_telemetry::LogConfig;
 
 /// Everything the auth service reads at start-up.
@@ -93,62 +93,6 @@ pub struct ThrottleConfig {
     pub max_delay_secs: u64,
     /// Failures older than this many seconds since the last one are forgotten (default 900).
     pub window_secs: u64,
-}
-
-/// A secret string: never printed by `Debug` and serialised redacted.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself.
-    #[must_use]
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret([redacted])")
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("[redacted]")
-    }
-}
-
-impl<'de> Deserialize<'de> for Secret {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // Environment values that look like numbers or booleans arrive typed; a password of
-        // digits is still a password.
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = Secret;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
-                Ok(Secret(v.to_owned()))
-            }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Secret, E> {
-                Ok(Secret(v.to_string()))
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Secret, E> {
-                Ok(Secret(v.to_string()))
-            }
-            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Secret, E> {
-                Ok(Secret(v.to_string()))
-            }
-        }
-        d.deserialize_any(V)
-    }
 }
 
 impl Default for AuthConfig {
@@ -247,21 +191,6 @@ impl AuthConfig {
     }
 }
 
-fn range<T: PartialOrd + fmt::Display + Copy>(
-    problems: &mut Vec<String>,
-    key: &str,
-    value: T,
-    min: T,
-    max: T,
-) {
-    if value < min || value > max {
-        problems.push(format!(
-            "{key} ({}) must be {min}..={max}, got {value}",
-            env_name(key)
-        ));
-    }
-}
-
 impl Validate for AuthConfig {
     fn validate(&self) -> Vec<String> {
         let mut problems = self.log.problems();
@@ -287,34 +216,26 @@ impl Validate for AuthConfig {
                 ));
             }
         }
-        range(
-            &mut problems,
+        problems.extend(check_range(
             "access_ttl_secs",
             self.access_ttl_secs,
-            60,
-            86_400,
-        );
-        range(
-            &mut problems,
+            60..=86_400,
+        ));
+        problems.extend(check_range(
             "refresh_ttl_secs",
             self.refresh_ttl_secs,
-            300,
-            90 * 86_400,
-        );
-        range(
-            &mut problems,
+            300..=90 * 86_400,
+        ));
+        problems.extend(check_range(
             "clock_leeway_secs",
             self.clock_leeway_secs,
-            0,
-            600,
-        );
-        range(
-            &mut problems,
+            0..=600,
+        ));
+        problems.extend(check_range(
             "janitor_interval_secs",
             self.janitor_interval_secs,
-            1,
-            86_400,
-        );
+            1..=86_400,
+        ));
         if let Some(p) = &self.bootstrap_admin_password {
             let len = p.expose().len();
             if !(crate::validate::MIN_NEW_PASSWORD_BYTES..=crate::validate::MAX_PASSWORD_BYTES)
@@ -328,73 +249,52 @@ impl Validate for AuthConfig {
         }
         let pw = &self.password;
         if !pw.weak_parameters_for_tests {
-            if pw.memory_kib < 19 * 1024 {
-                problems.push(format!(
-                    "password.memory_kib ({}) must be at least 19456 (OWASP minimum), got {}",
-                    env_name("password.memory_kib"),
-                    pw.memory_kib
-                ));
-            }
-            if pw.iterations < 2 {
-                problems.push(format!(
-                    "password.iterations ({}) must be at least 2 (OWASP minimum), got {}",
-                    env_name("password.iterations"),
-                    pw.iterations
-                ));
-            }
+            // OWASP's minimum for argon2id; below it only the test suite may go.
+            let owasp = " (OWASP minimum)";
+            problems.extend(
+                check_range("password.memory_kib", pw.memory_kib, 19 * 1024..).map(|m| m + owasp),
+            );
+            problems
+                .extend(check_range("password.iterations", pw.iterations, 2..).map(|m| m + owasp));
         }
-        range(
-            &mut problems,
+        problems.extend(check_range(
             "password.memory_kib",
             pw.memory_kib,
-            8,
-            4 * 1024 * 1024,
-        );
-        range(&mut problems, "password.iterations", pw.iterations, 1, 64);
-        range(&mut problems, "password.parallelism", pw.parallelism, 1, 1);
-        range(
-            &mut problems,
+            8..=4 * 1024 * 1024,
+        ));
+        problems.extend(check_range("password.iterations", pw.iterations, 1..=64));
+        problems.extend(check_range("password.parallelism", pw.parallelism, 1..=1));
+        problems.extend(check_range(
             "password.max_concurrent",
             pw.max_concurrent,
-            1,
-            64,
-        );
+            1..=64,
+        ));
         let t = &self.login_throttle;
-        range(
-            &mut problems,
+        problems.extend(check_range(
             "login_throttle.free_failures_per_user",
             t.free_failures_per_user,
-            1,
-            1000,
-        );
-        range(
-            &mut problems,
+            1..=1000,
+        ));
+        problems.extend(check_range(
             "login_throttle.free_failures_per_peer",
             t.free_failures_per_peer,
-            1,
-            100_000,
-        );
-        range(
-            &mut problems,
+            1..=100_000,
+        ));
+        problems.extend(check_range(
             "login_throttle.base_delay_ms",
             t.base_delay_ms,
-            1,
-            3_600_000,
-        );
-        range(
-            &mut problems,
+            1..=3_600_000,
+        ));
+        problems.extend(check_range(
             "login_throttle.max_delay_secs",
             t.max_delay_secs,
-            1,
-            86_400,
-        );
-        range(
-            &mut problems,
+            1..=86_400,
+        ));
+        problems.extend(check_range(
             "login_throttle.window_secs",
             t.window_secs,
-            1,
-            86_400,
-        );
+            1..=86_400,
+        ));
         problems
     }
 }

@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::sandbox::RunLimits;
-use crate::sandbox::cgroup::CgroupMode;
+use umcp_config::check_range;
+
+use umcp_sandbox::process::RunLimits;
+use umcp_sandbox::process::cgroup::CgroupMode;
 
 /// Per-request limits: what a request gets when it names none, and the most it may ask for.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -204,18 +206,10 @@ impl Default for ExecutionConfig {
 impl ExecutionConfig {
     /// Checks cross-field rules; the message names the field and what is allowed.
     pub fn check(&self) -> Result<(), String> {
-        if !(1..=1024).contains(&self.max_concurrent) {
-            return Err(format!(
-                "max_concurrent = {} must be between 1 and 1024",
-                self.max_concurrent
-            ));
-        }
-        if self.max_per_user == 0 {
-            return Err("max_per_user must be at least 1".into());
-        }
-        if self.queue_timeout_ms == 0 {
-            return Err("queue_timeout_ms must be at least 1".into());
-        }
+        let first = |problem: Option<String>| problem.map_or(Ok(()), Err);
+        first(check_range("max_concurrent", self.max_concurrent, 1..=1024))?;
+        first(check_range("max_per_user", self.max_per_user, 1..))?;
+        first(check_range("queue_timeout_ms", self.queue_timeout_ms, 1..))?;
         if self.uid_base < 1000
             || u64::from(self.uid_base) + self.max_concurrent as u64 > 0xFFFF_FFFE
         {
@@ -243,18 +237,22 @@ impl ExecutionConfig {
         self.default_limits
             .check_within(&self.max_limits)
             .map_err(|e| format!("default_limits: {e} (the configured maximum)"))?;
-        for (name, value, max) in [
-            ("render_memory_bytes", self.render_memory_bytes, 1u64 << 34),
-            ("render_cpu_time_ms", self.render_cpu_time_ms, 600_000),
-            ("render_wall_time_ms", self.render_wall_time_ms, 600_000),
-            ("render_output_bytes", self.render_output_bytes, 64 << 20),
+        for (name, value, allowed) in [
+            // 16 MiB: below it the renderer cannot even load.
+            (
+                "render_memory_bytes",
+                self.render_memory_bytes,
+                16 << 20..=1u64 << 34,
+            ),
+            ("render_cpu_time_ms", self.render_cpu_time_ms, 1..=600_000),
+            ("render_wall_time_ms", self.render_wall_time_ms, 1..=600_000),
+            (
+                "render_output_bytes",
+                self.render_output_bytes,
+                1..=64 << 20,
+            ),
         ] {
-            if !(1..=max).contains(&value) {
-                return Err(format!("{name} = {value} must be between 1 and {max}"));
-            }
-        }
-        if self.render_memory_bytes < 16 << 20 {
-            return Err("render_memory_bytes must be at least 16777216 (16 MiB)".into());
+            first(check_range(name, value, allowed))?;
         }
         for (name, path) in [
             ("python", &self.python),
@@ -292,9 +290,7 @@ impl umcp_config::Validate for ExecutionConfig {
                 self.graph_url
             ));
         }
-        if self.graph_queue == 0 {
-            problems.push("graph_queue (UMCP_GRAPH_QUEUE) must be at least 1".into());
-        }
+        problems.extend(check_range("graph_queue", self.graph_queue, 1..));
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             problems.push(format!(
                 "listen (UMCP_LISTEN) `{}` must be an address like 127.0.0.1:50054",

@@ -27,9 +27,6 @@ use std::sync::Arc;
 
 use umcp_proto::execution::v1::execution_service_server::ExecutionServiceServer;
 use umcp_sandbox::process::{NamespaceSandbox, Sandbox, SandboxOptions};
-// `config` names the sandbox's types as `crate::sandbox::…`; the sandbox itself lives in
-// `umcp-sandbox`.
-use umcp_sandbox::process as sandbox;
 
 pub use config::ExecutionConfig;
 pub use service::ExecutionService;

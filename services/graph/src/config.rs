@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use umcp_audit_client::AuditClientConfig;
 use umcp_authz::AuthClientConfig;
-use umcp_config::{Validate, check_socket_addr, env_name};
+use umcp_config::{Validate, check_range, check_socket_addr, env_name};
 use umcp_store::grafeo::GrafeoConfig;
 use umcp_telemetry::LogConfig;
 
@@ -92,35 +92,29 @@ impl Validate for GraphConfig {
                 env_name("data_dir")
             ));
         }
-        if !(100..=600_000).contains(&self.max_query_time_ms) {
-            problems.push(format!(
-                "max_query_time_ms ({}) is {}; allowed: 100 to 600000",
-                env_name("max_query_time_ms"),
-                self.max_query_time_ms
-            ));
-        }
-        if !(1..=1024).contains(&self.max_concurrent_queries) {
-            problems.push(format!(
-                "max_concurrent_queries ({}) is {}; allowed: 1 to 1024",
-                env_name("max_concurrent_queries"),
-                self.max_concurrent_queries
-            ));
-        }
-        if !(1..=self.max_concurrent_queries.max(1)).contains(&self.max_queries_per_caller) {
-            problems.push(format!(
-                "max_queries_per_caller ({}) is {}; allowed: 1 to max_concurrent_queries ({})",
-                env_name("max_queries_per_caller"),
+        problems.extend(check_range(
+            "max_query_time_ms",
+            self.max_query_time_ms,
+            100..=600_000,
+        ));
+        problems.extend(check_range(
+            "max_concurrent_queries",
+            self.max_concurrent_queries,
+            1..=1024,
+        ));
+        problems.extend(
+            check_range(
+                "max_queries_per_caller",
                 self.max_queries_per_caller,
-                self.max_concurrent_queries
-            ));
-        }
-        if !(64..=1_048_576).contains(&self.memory_ceiling_mb) {
-            problems.push(format!(
-                "memory_ceiling_mb ({}) is {}; allowed: 64 to 1048576",
-                env_name("memory_ceiling_mb"),
-                self.memory_ceiling_mb
-            ));
-        }
+                1..=self.max_concurrent_queries.max(1),
+            )
+            .map(|m| m + " (at most max_concurrent_queries)"),
+        );
+        problems.extend(check_range(
+            "memory_ceiling_mb",
+            self.memory_ceiling_mb,
+            64..=1_048_576,
+        ));
         problems
     }
 }

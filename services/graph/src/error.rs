@@ -64,15 +64,11 @@ fn store_status(err: StoreError) -> Status {
             "query_memory_budget_exceeded",
             reason,
         ),
-        StoreError::Unavailable(detail) => {
-            tracing::warn!(detail, "graph store unavailable");
+        // The detail never reaches the caller (the adapter has logged it).
+        StoreError::Unavailable(_) => {
             Status::unavailable("the graph store is unavailable; retry later")
         }
-        StoreError::Internal(detail) => {
-            // The detail stays in the log: it may name files or engine internals.
-            tracing::error!(detail, "graph store internal error");
-            Status::internal("internal error in the graph service")
-        }
+        StoreError::Internal(_) => Status::internal("internal error in the graph service"),
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use tonic::{Request, Response, Status};
 use umcp_proto::graph::v1 as gpb;
 use umcp_proto::graph::v1::graph_service_server::GraphService;
-use umcp_store::{GraphStore, ReadQuery, validate};
+use umcp_store::{GraphStore, ReadQuery, StoreError, validate};
 
 use crate::convert;
 use crate::error::GraphError;
@@ -35,6 +35,17 @@ fn store_deadline<T>(request: &Request<T>) -> Option<Instant> {
     Some(deadline.checked_sub(margin).unwrap_or(now))
 }
 
+/// Logs the failures whose detail the caller never sees (it may name files or engine internals),
+/// here in the adapter so the `Status` mapping stays free of side effects.
+fn store_failed(err: StoreError) -> GraphError {
+    match &err {
+        StoreError::Unavailable(detail) => tracing::warn!(detail, "graph store unavailable"),
+        StoreError::Internal(detail) => tracing::error!(detail, "graph store internal error"),
+        _ => {}
+    }
+    GraphError::Store(err)
+}
+
 #[tonic::async_trait]
 impl GraphService for GraphGrpc {
     async fn upsert(
@@ -43,7 +54,7 @@ impl GraphService for GraphGrpc {
     ) -> Result<Response<gpb::UpsertResponse>, Status> {
         let batch = convert::upsert_from_proto(request.into_inner())?;
         let (nodes, rels) = (batch.nodes.len(), batch.rels.len());
-        let counts = self.store.upsert(batch).await.map_err(GraphError::from)?;
+        let counts = self.store.upsert(batch).await.map_err(store_failed)?;
         tracing::info!(
             nodes,
             rels,
@@ -73,7 +84,7 @@ impl GraphService for GraphGrpc {
             deadline,
             caller,
         };
-        let result = self.store.query(query).await.map_err(GraphError::from)?;
+        let result = self.store.query(query).await.map_err(store_failed)?;
         let elapsed = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         tracing::debug!(
             rows = result.rows.len(),
@@ -89,7 +100,7 @@ impl GraphService for GraphGrpc {
         request: Request<gpb::DeleteRequest>,
     ) -> Result<Response<gpb::DeleteResponse>, Status> {
         let batch = convert::delete_from_proto(request.into_inner());
-        let counts = self.store.delete(batch).await.map_err(GraphError::from)?;
+        let counts = self.store.delete(batch).await.map_err(store_failed)?;
         tracing::info!(
             nodes_deleted = counts.nodes_deleted,
             rels_deleted = counts.rels_deleted,
@@ -103,7 +114,7 @@ impl GraphService for GraphGrpc {
         &self,
         _request: Request<gpb::GetMetricsRequest>,
     ) -> Result<Response<gpb::GetMetricsResponse>, Status> {
-        let metrics = self.store.metrics().await.map_err(GraphError::from)?;
+        let metrics = self.store.metrics().await.map_err(store_failed)?;
         Ok(Response::new(convert::metrics_to_proto(metrics)))
     }
 }

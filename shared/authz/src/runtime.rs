@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tonic::transport::Endpoint;
+use umcp_config::{Secret, check_range};
 
 use crate::claims::{DEFAULT_AUDIENCE, DEFAULT_ISSUER};
 use crate::keys::{FileKeySource, KeySource};
@@ -15,14 +16,14 @@ use crate::revocations::RevocationSet;
 use crate::verifier::{Verifier, VerifierConfig, unix_now};
 
 /// The `auth` configuration section (`UMCP_AUTH__*`).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthClientConfig {
     /// Auth service URL (`UMCP_AUTH__URL`, default `http://127.0.0.1:50052`).
     pub url: String,
     /// This service's API key (`UMCP_AUTH__API_KEY`), used to follow revocations and for the
-    /// service's own calls. Secret: never logged.
-    pub api_key: String,
+    /// service's own calls; empty: none. Redacted wherever it could be printed.
+    pub api_key: Secret,
     /// A file holding the API key instead (`UMCP_AUTH__API_KEY_FILE`), e.g. a mounted secret.
     pub api_key_file: String,
     /// Read verification keys from this JWKS file instead of the auth service
@@ -38,33 +39,11 @@ pub struct AuthClientConfig {
     pub jwks_refresh_secs: u64,
 }
 
-impl std::fmt::Debug for AuthClientConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuthClientConfig")
-            .field("url", &self.url)
-            .field(
-                "api_key",
-                &if self.api_key.is_empty() {
-                    ""
-                } else {
-                    "<redacted>"
-                },
-            )
-            .field("api_key_file", &self.api_key_file)
-            .field("jwks_file", &self.jwks_file)
-            .field("issuer", &self.issuer)
-            .field("audience", &self.audience)
-            .field("leeway_secs", &self.leeway_secs)
-            .field("jwks_refresh_secs", &self.jwks_refresh_secs)
-            .finish()
-    }
-}
-
 impl Default for AuthClientConfig {
     fn default() -> Self {
         Self {
             url: "http://127.0.0.1:50052".into(),
-            api_key: String::new(),
+            api_key: Secret::default(),
             api_key_file: String::new(),
             jwks_file: String::new(),
             issuer: DEFAULT_ISSUER.into(),
@@ -81,7 +60,7 @@ impl AuthClientConfig {
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         problems.extend(umcp_config::check_http_url("auth.url", &self.url, None));
-        if !self.api_key.is_empty() && !self.api_key_file.is_empty() {
+        if !self.api_key.expose().is_empty() && !self.api_key_file.is_empty() {
             problems.push(
                 "set only one of auth.api_key (UMCP_AUTH__API_KEY) and auth.api_key_file \
                  (UMCP_AUTH__API_KEY_FILE)"
@@ -91,18 +70,12 @@ impl AuthClientConfig {
         if self.issuer.is_empty() || self.audience.is_empty() {
             problems.push("auth.issuer and auth.audience must not be empty".into());
         }
-        if self.leeway_secs > 300 {
-            problems.push(format!(
-                "auth.leeway_secs (UMCP_AUTH__LEEWAY_SECS) must be at most 300, got {}",
-                self.leeway_secs
-            ));
-        }
-        if !(1..=3600).contains(&self.jwks_refresh_secs) {
-            problems.push(format!(
-                "auth.jwks_refresh_secs (UMCP_AUTH__JWKS_REFRESH_SECS) must be 1..=3600, got {}",
-                self.jwks_refresh_secs
-            ));
-        }
+        problems.extend(check_range("auth.leeway_secs", self.leeway_secs, ..=300));
+        problems.extend(check_range(
+            "auth.jwks_refresh_secs",
+            self.jwks_refresh_secs,
+            1..=3600,
+        ));
         problems
     }
 
@@ -126,7 +99,7 @@ impl AuthClientConfig {
             let key = std::fs::read_to_string(&self.api_key_file)?;
             return Ok(Some(key.trim().to_owned()).filter(|k| !k.is_empty()));
         }
-        Ok(Some(self.api_key.clone()).filter(|k| !k.is_empty()))
+        Ok(Some(self.api_key.expose().to_owned()).filter(|k| !k.is_empty()))
     }
 }
 

@@ -12,6 +12,12 @@
 
 #![warn(missing_docs)]
 
+mod checks;
+mod secret;
+
+pub use checks::{check_http_url, check_range, check_socket_addr};
+pub use secret::Secret;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -183,40 +189,6 @@ fn describe(error: &figment::Error) -> String {
         .join("; ")
 }
 
-/// A problem when `value` (the setting `key`) is not a socket address like `example`.
-#[must_use]
-pub fn check_socket_addr(key: &str, value: &str, example: &str) -> Option<String> {
-    value.parse::<std::net::SocketAddr>().is_err().then(|| {
-        format!(
-            "{key} ({}) `{value}` is not a socket address like {example}",
-            env_name(key)
-        )
-    })
-}
-
-/// A problem when `value` (the setting `key`) is not an `http://host:port` URL; an empty value
-/// is allowed when `empty_means` says what it means (e.g. "disable auditing").
-#[must_use]
-pub fn check_http_url(key: &str, value: &str, empty_means: Option<&str>) -> Option<String> {
-    if value.is_empty() && empty_means.is_some() {
-        return None;
-    }
-    let ok = value
-        .parse::<http::Uri>()
-        .ok()
-        .is_some_and(|u| u.scheme_str() == Some("http") && u.authority().is_some());
-    (!ok).then(|| match empty_means {
-        Some(meaning) => format!(
-            "{key} ({}) `{value}` must be an http://host:port URL, or empty to {meaning}",
-            env_name(key)
-        ),
-        None => format!(
-            "{key} ({}) `{value}` must be an http://host:port URL",
-            env_name(key)
-        ),
-    })
-}
-
 /// The environment variable that sets `key` (`backends.graph` → `UMCP_BACKENDS__GRAPH`).
 #[must_use]
 pub fn env_name(key: &str) -> String {
@@ -268,13 +240,7 @@ mod tests {
     impl Validate for Sample {
         fn validate(&self) -> Vec<String> {
             let mut problems = Vec::new();
-            if self.max_rows == 0 || self.max_rows > 100 {
-                problems.push(format!(
-                    "max_rows ({}) must be 1..=100, got {}",
-                    env_name("max_rows"),
-                    self.max_rows
-                ));
-            }
+            problems.extend(check_range("max_rows", self.max_rows, 1..=100));
             problems
         }
     }
