@@ -4,7 +4,11 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// A secret string: never printed by `Debug` and serialised redacted.
+/// A secret string, never printed by `Debug` (which is what logs and error messages use).
+///
+/// `Serialize` writes the value itself: `umcp_config::load` feeds the defaults to figment by
+/// serialising them, and a redacted default would become a set secret. Nothing serialises a
+/// configuration for display.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(String);
 
@@ -35,7 +39,7 @@ impl fmt::Debug for Secret {
 
 impl Serialize for Secret {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("[redacted]")
+        s.serialize_str(&self.0)
     }
 }
 
@@ -83,5 +87,24 @@ mod tests {
             .extract_inner("v")
             .unwrap();
         assert_eq!(from_env.expose(), "123456789012");
+    }
+
+    #[test]
+    fn an_empty_default_stays_empty_through_load() {
+        #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+        #[serde(default)]
+        struct C {
+            key: Secret,
+        }
+        impl crate::Validate for C {
+            fn validate(&self) -> Vec<String> {
+                Vec::new()
+            }
+        }
+        let empty: C = crate::load(&crate::Sources::env(Vec::<(String, String)>::new())).unwrap();
+        assert_eq!(empty.key.expose(), "");
+        let set: C = crate::load(&crate::Sources::env([("UMCP_KEY", "s3cret")])).unwrap();
+        assert_eq!(set.key.expose(), "s3cret");
+        assert!(!format!("{set:?}").contains("s3cret"));
     }
 }
