@@ -33,3 +33,4 @@ pub use call::{Attempt, Retrier};
 pub use layer::RetryLayer;
 pub use policy::{BudgetConfig, Idempotency, Idempotent, RetryConfig, RetryStats, is_retryable};
 pub use service::Retry;
+pub(crate) use service::grpc_timeout;

@@ -5,6 +5,7 @@
 //! that the backend was too slow. This one's error carries a `DEADLINE_EXCEEDED` status in its
 //! source chain, which tonic finds, and the gRPC classifier counts as a failure.
 
+mod bounded;
 mod error;
 mod future;
 mod layer;
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use tower::Service;
 
+pub use bounded::{BoundedTimeout, BoundedTimeoutLayer};
 pub use error::Elapsed;
 pub use future::ResponseFuture;
 pub use layer::TimeoutLayer;
