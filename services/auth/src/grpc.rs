@@ -19,7 +19,7 @@ use crate::api_keys::ApiKey;
 use crate::clock::{micros_of, timestamp};
 use crate::error::AuthError;
 use crate::revocations::Revocation;
-use crate::service::{AuthCore, RevocationBatch};
+use crate::service::{Accounts, RevocationBatch};
 use crate::sessions::TokenPair;
 use crate::users::User;
 use crate::validate::{self, role_to_proto};
@@ -27,7 +27,7 @@ use crate::validate::{self, role_to_proto};
 /// The `AuthService` implementation.
 #[derive(Debug, Clone)]
 pub struct AuthGrpc {
-    core: Arc<AuthCore>,
+    core: Arc<dyn Accounts>,
     trust_forwarded_for: bool,
     /// Flips to true at shutdown so open `WatchRevocations` streams end and graceful shutdown
     /// does not wait for them forever.
@@ -35,10 +35,10 @@ pub struct AuthGrpc {
 }
 
 impl AuthGrpc {
-    /// Wraps the domain.
+    /// Wraps the domain (`AuthCore` in production).
     #[must_use]
     pub fn new(
-        core: Arc<AuthCore>,
+        core: Arc<dyn Accounts>,
         trust_forwarded_for: bool,
         stopping: watch::Receiver<bool>,
     ) -> Self {
@@ -73,7 +73,7 @@ impl AuthGrpc {
     }
 }
 
-fn tokens(core: &AuthCore, pair: TokenPair) -> pb::Tokens {
+fn tokens(core: &dyn Accounts, pair: TokenPair) -> pb::Tokens {
     let (refresh_token, refresh_ttl) = match pair.refresh {
         Some(r) => (
             r.token,
@@ -182,7 +182,7 @@ impl AuthService for AuthGrpc {
             .await
             .map_err(failed)?;
         Ok(Response::new(pb::LoginResponse {
-            tokens: Some(tokens(&self.core, pair)),
+            tokens: Some(tokens(self.core.as_ref(), pair)),
         }))
     }
 
@@ -193,7 +193,7 @@ impl AuthService for AuthGrpc {
             .await
             .map_err(refresh_failed)?;
         Ok(Response::new(pb::RefreshResponse {
-            tokens: Some(tokens(&self.core, pair)),
+            tokens: Some(tokens(self.core.as_ref(), pair)),
         }))
     }
 
@@ -220,7 +220,7 @@ impl AuthService for AuthGrpc {
             refresh: None,
         };
         Ok(Response::new(pb::ExchangeApiKeyResponse {
-            tokens: Some(tokens(&self.core, pair)),
+            tokens: Some(tokens(self.core.as_ref(), pair)),
         }))
     }
 
@@ -397,8 +397,7 @@ impl AuthService for AuthGrpc {
         request: Request<pb::WatchRevocationsRequest>,
     ) -> Rpc<Self::WatchRevocationsStream> {
         let caller = Self::caller(&request)?;
-        let feed = self
-            .core
+        let feed = Arc::clone(&self.core)
             .watch_revocations(&caller, self.stopping.clone())
             .map_err(failed)?;
         let encode: fn(RevocationBatch) -> _ = batch_proto;

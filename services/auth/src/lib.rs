@@ -97,7 +97,8 @@ pub async fn run(
         Duration::from_secs(config.janitor_interval_secs),
         stop_rx.clone(),
     ));
-    let service = grpc::AuthGrpc::new(Arc::clone(&core), config.trust_forwarded_for, stop_rx);
+    let accounts: Arc<dyn service::Accounts> = Arc::clone(&core) as _;
+    let service = grpc::AuthGrpc::new(accounts, config.trust_forwarded_for, stop_rx);
     let svc = AuthServiceServer::new(service)
         .max_decoding_message_size(MAX_REQUEST_BYTES)
         .max_encoding_message_size(umcp_rpc::MAX_MESSAGE_BYTES);

@@ -8,6 +8,7 @@
 
 mod access;
 pub mod admin;
+mod domain;
 mod feed;
 pub mod sessions;
 
@@ -30,6 +31,7 @@ use crate::storage::Records;
 use crate::throttle::Throttle;
 use crate::tokens::{AccessToken, Tokens};
 use crate::users::Users;
+pub use domain::Accounts;
 pub use feed::RevocationBatch;
 
 /// Every component of the auth service. The fields are private: the operations of this module
