@@ -1,0 +1,261 @@
+//! The namespace's generation: adopted from INCR replies, pub/sub messages and a poll.
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use umcp_redis::Redis;
+use umcp_redis::fred::clients::SubscriberClient;
+use umcp_redis::fred::interfaces::{ClientLike, EventInterface, KeysInterface, PubsubInterface};
+use umcp_redis::fred::types::Message;
+use umcp_redis::fred::types::config::Server;
+
+use crate::{Inner, bump};
+
+/// How often a background task checks that its cache still exists while Redis is silent.
+const LIVENESS_TICK: Duration = Duration::from_secs(1);
+/// Pause between attempts to subscribe while Redis is unreachable.
+const SUBSCRIBE_RETRY: Duration = Duration::from_millis(200);
+
+#[derive(Debug)]
+pub(crate) struct GenState {
+    generation: u64,
+    /// When a read of Redis that showed `generation` was issued (`None`: not since start or
+    /// since the last reconnect).
+    confirmed_at: Option<Instant>,
+    /// When `generation` last changed: a read issued before it may be older than the value.
+    changed_at: Instant,
+}
+
+impl GenState {
+    pub(crate) fn new() -> Self {
+        Self {
+            generation: 0,
+            confirmed_at: None,
+            changed_at: Instant::now(),
+        }
+    }
+
+    pub(crate) fn bump_local(&mut self) {
+        self.generation += 1;
+        self.changed_at = Instant::now();
+    }
+
+    pub(crate) fn confirmed_within(&self, bound: Duration) -> bool {
+        self.confirmed_at.is_some_and(|at| at.elapsed() <= bound)
+    }
+
+    /// Takes `seen`, read from Redis by a request issued at `issued`; returns whether the
+    /// generation changed. A smaller value is taken too (Redis lost its data and restarted
+    /// counting), unless the read was issued before the last change (then it is just late).
+    fn observe(&mut self, seen: u64, issued: Instant) -> bool {
+        if seen == self.generation {
+            self.confirmed_at = Some(self.confirmed_at.map_or(issued, |at| at.max(issued)));
+            return false;
+        }
+        if seen < self.generation && issued < self.changed_at {
+            return false;
+        }
+        self.generation = seen;
+        self.changed_at = Instant::now();
+        self.confirmed_at = Some(issued);
+        true
+    }
+
+    /// A published value: newer ones are taken; it confirms nothing (later writes may exist).
+    fn announce(&mut self, seen: u64) -> bool {
+        if seen <= self.generation {
+            return false;
+        }
+        self.generation = seen;
+        self.changed_at = Instant::now();
+        true
+    }
+}
+
+impl Inner {
+    pub(crate) fn generation(&self) -> u64 {
+        self.state.lock().generation
+    }
+
+    /// One GET of the generation; a missing key is generation 0.
+    pub(crate) async fn refresh_generation(&self) {
+        let Some(redis) = &self.redis else { return };
+        let key = self.gen_key.clone();
+        let issued = Instant::now();
+        match redis
+            .call("cache.gen", |c| async move {
+                c.get::<Option<u64>, _>(key).await
+            })
+            .await
+        {
+            Ok(seen) => {
+                let changed = self.state.lock().observe(seen.unwrap_or(0), issued);
+                if changed {
+                    self.l1.invalidate_all();
+                }
+            }
+            Err(error) => {
+                bump(&self.counters.redis_errors);
+                tracing::debug!(namespace = %self.namespace, %error, "generation read failed");
+            }
+        }
+    }
+
+    /// INCR, adopt, publish. The publish only speeds the others up (they poll anyway), so its
+    /// failure is counted and logged, not returned.
+    pub(crate) async fn bump_shared(&self, redis: &Redis) {
+        let key = self.gen_key.clone();
+        let issued = Instant::now();
+        let incr = redis
+            .call("cache.incr", |c| async move { c.incr::<u64, _>(key).await })
+            .await;
+        let seen = match incr {
+            Ok(seen) => seen,
+            Err(error) => {
+                bump(&self.counters.redis_errors);
+                tracing::warn!(namespace = %self.namespace, %error, "generation bump failed; other replicas age out within their bound");
+                let mut state = self.state.lock();
+                state.confirmed_at = None;
+                drop(state);
+                self.l1.invalidate_all();
+                return;
+            }
+        };
+        if self.state.lock().observe(seen, issued) {
+            self.l1.invalidate_all();
+        }
+        let channel = self.channel.clone();
+        let clustered = redis.is_clustered();
+        let published = redis
+            .call("cache.publish", |c| async move {
+                if clustered {
+                    c.spublish::<i64, _, _>(channel, seen).await
+                } else {
+                    c.publish::<i64, _, _>(channel, seen).await
+                }
+            })
+            .await;
+        if let Err(error) = published {
+            bump(&self.counters.redis_errors);
+            tracing::debug!(namespace = %self.namespace, %error, "generation publish failed");
+        }
+    }
+
+    fn on_message(&self, seen: u64) {
+        if self.state.lock().announce(seen) {
+            self.l1.invalidate_all();
+        }
+    }
+
+    /// Messages may have been missed while disconnected: forget everything, re-read.
+    async fn on_reconnect(&self) {
+        self.state.lock().confirmed_at = None;
+        self.l1.invalidate_all();
+        self.refresh_generation().await;
+    }
+}
+
+/// Re-reads the generation every `generation_poll_ms` (a lost message cannot keep a replica
+/// stale past the bound).
+pub(crate) fn spawn_poller(inner: &Arc<Inner>) {
+    let weak = Arc::downgrade(inner);
+    let every = inner.config.generation_poll();
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let Some(inner) = weak.upgrade() else { return };
+            inner.refresh_generation().await;
+        }
+    });
+}
+
+/// One subscriber per cache: SSUBSCRIBE on a cluster (the channel's shard), SUBSCRIBE on a
+/// standalone server; fred resubscribes after reconnects (`manage_subscriptions`).
+pub(crate) fn spawn_subscriber(inner: &Arc<Inner>) {
+    let Some(redis) = inner.redis.clone() else {
+        return;
+    };
+    let subscriber = match redis.subscriber() {
+        Ok(s) => s,
+        Err(error) => {
+            tracing::warn!(namespace = %inner.namespace, %error, "no generation subscriber; polling only");
+            return;
+        }
+    };
+    let weak = Arc::downgrade(inner);
+    let channel = inner.channel.clone();
+    tokio::spawn(async move {
+        let mut messages = subscriber.message_rx();
+        let mut reconnects = subscriber.reconnect_rx();
+        let _connection = subscriber.connect();
+        if !subscribe(&subscriber, &channel, redis.is_clustered(), &weak).await {
+            return;
+        }
+        let _manager = subscriber.manage_subscriptions();
+        follow(&weak, &mut messages, &mut reconnects).await;
+        let _ = subscriber.quit().await;
+    });
+}
+
+/// Retries until subscribed; false when the cache is gone first.
+async fn subscribe(
+    subscriber: &SubscriberClient,
+    channel: &str,
+    clustered: bool,
+    weak: &Weak<Inner>,
+) -> bool {
+    loop {
+        let result = if clustered {
+            subscriber.ssubscribe(channel).await
+        } else {
+            subscriber.subscribe(channel).await
+        };
+        match result {
+            Ok(()) => return true,
+            Err(error) => tracing::debug!(%error, "generation subscribe failed; retrying"),
+        }
+        tokio::time::sleep(SUBSCRIBE_RETRY).await;
+        if weak.strong_count() == 0 {
+            return false;
+        }
+    }
+}
+
+async fn follow(
+    weak: &Weak<Inner>,
+    messages: &mut tokio::sync::broadcast::Receiver<Message>,
+    reconnects: &mut tokio::sync::broadcast::Receiver<Server>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        tokio::select! {
+            message = messages.recv() => match message {
+                Ok(message) => {
+                    let Some(inner) = weak.upgrade() else { return };
+                    match message.value.convert::<u64>() {
+                        Ok(seen) => inner.on_message(seen),
+                        Err(error) => tracing::warn!(%error, "bad generation message"),
+                    }
+                }
+                // missed messages: the next poll catches up
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
+            },
+            reconnect = reconnects.recv() => match reconnect {
+                Ok(_) | Err(RecvError::Lagged(_)) => {
+                    let Some(inner) = weak.upgrade() else { return };
+                    tracing::info!(namespace = %inner.namespace, "generation subscriber reconnected; l1 cleared");
+                    inner.on_reconnect().await;
+                }
+                Err(RecvError::Closed) => return,
+            },
+            () = tokio::time::sleep(LIVENESS_TICK) => {
+                if weak.strong_count() == 0 {
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! `TwoTier` against real `redis-server`s: one test binary.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use umcp_cache::{CacheConfig, Loaded, TwoTier};
+use umcp_redis::{Redis, RedisConfig};
+use umcp_testkit::eventually;
+use umcp_testkit::redis::{RedisServer, standalone};
+
+/// Generous bound for "eventually" checks: long enough that a loaded machine cannot flake.
+const PATIENCE: Duration = Duration::from_secs(5);
+
+async fn redis_at(url: String) -> Redis {
+    let config = RedisConfig {
+        url,
+        ..RedisConfig::default()
+    };
+    Redis::connect(&config)
+        .await
+        .expect("valid redis config")
+        .expect("redis configured")
+}
+
+fn unique(name: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "t{}-{name}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A loader that counts its calls and answers `value`.
+async fn load_counted(
+    calls: &AtomicU64,
+    value: &'static str,
+    delay: Duration,
+) -> Result<Loaded, Infallible> {
+    calls.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(delay).await;
+    Ok(Loaded::Found(Bytes::from_static(value.as_bytes())))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hit_miss_and_single_flight() {
+    let redis = redis_at(standalone().url()).await;
+    let cache = TwoTier::new(&unique("flight"), CacheConfig::default(), Some(redis)).await;
+    let calls = Arc::new(AtomicU64::new(0));
+    let gets = (0..200).map(|_| {
+        let cache = cache.clone();
+        let calls = Arc::clone(&calls);
+        tokio::spawn(async move {
+            cache
+                .get_with("k", || {
+                    load_counted(&calls, "v", Duration::from_millis(100))
+                })
+                .await
+        })
+    });
+    for get in futures_join(gets).await {
+        assert_eq!(get.expect("no error"), Some(Bytes::from_static(b"v")));
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "200 concurrent misses, one load"
+    );
+    let again = cache
+        .get_with("k", || load_counted(&calls, "other", Duration::ZERO))
+        .await
+        .expect("hit");
+    assert_eq!(again, Some(Bytes::from_static(b"v")));
+    let stats = cache.stats();
+    assert_eq!((stats.loads, stats.misses), (1, 1), "{stats:?}");
+    assert_eq!(stats.l1_hits, 200, "{stats:?}");
+}
+
+async fn futures_join<T: Send + 'static>(
+    handles: impl Iterator<Item = tokio::task::JoinHandle<T>>,
+) -> Vec<T> {
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.expect("task"));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negative_entries_expire_and_errors_are_not_cached() {
+    let redis = redis_at(standalone().url()).await;
+    let config = CacheConfig {
+        negative_ttl_ms: 150,
+        ..CacheConfig::default()
+    };
+    let cache = TwoTier::new(&unique("negative"), config, Some(redis)).await;
+    let calls = AtomicU64::new(0);
+    let missing = || async {
+        calls.fetch_add(1, Ordering::SeqCst);
+        Ok::<_, Infallible>(Loaded::Missing)
+    };
+    assert_eq!(cache.get_with("gone", missing).await.expect("ok"), None);
+    assert_eq!(cache.get_with("gone", missing).await.expect("ok"), None);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the negative answer is cached"
+    );
+    let found = eventually(PATIENCE, || async {
+        let got = cache
+            .get_with("gone", || async {
+                Ok::<_, Infallible>(Loaded::Found(Bytes::from_static(b"now")))
+            })
+            .await
+            .expect("ok");
+        got.is_some()
+    })
+    .await;
+    assert!(found, "the negative entry expired (L1 and L2)");
+
+    let failing = || async { Err::<Loaded, _>("store down") };
+    let err = cache
+        .get_with("err", failing)
+        .await
+        .expect_err("loader error");
+    assert_eq!(*err, "store down");
+    let ok = cache
+        .get_with("err", || async {
+            Ok::<_, &str>(Loaded::Found(Bytes::from_static(b"back")))
+        })
+        .await
+        .expect("the error was not cached");
+    assert_eq!(ok, Some(Bytes::from_static(b"back")));
+    assert_eq!(cache.stats().load_errors, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l2_is_shared_and_invalidation_reaches_the_other_instance() {
+    let ns = unique("shared");
+    let a = TwoTier::new(
+        &ns,
+        CacheConfig::default(),
+        Some(redis_at(standalone().url()).await),
+    )
+    .await;
+    let b = TwoTier::new(
+        &ns,
+        CacheConfig::default(),
+        Some(redis_at(standalone().url()).await),
+    )
+    .await;
+    let calls = AtomicU64::new(0);
+    let got = a
+        .get_with("k", || load_counted(&calls, "v1", Duration::ZERO))
+        .await
+        .expect("ok");
+    assert_eq!(got, Some(Bytes::from_static(b"v1")));
+    let l2_key = a.l2_key("k").expect("redis");
+    let written = eventually(PATIENCE, || async {
+        !standalone().cli(&["get", &l2_key]).trim().is_empty()
+    })
+    .await;
+    assert!(written, "a's load was written back to L2 ({l2_key})");
+    let from_b = b
+        .get_with("k", || load_counted(&calls, "b-loaded", Duration::ZERO))
+        .await
+        .expect("ok");
+    assert_eq!(
+        from_b,
+        Some(Bytes::from_static(b"v1")),
+        "b answered from L2"
+    );
+    assert_eq!((b.stats().l2_hits, b.stats().loads), (1, 0));
+
+    a.invalidate_all().await;
+    assert_eq!(a.stats().generation, b.stats().generation.max(1));
+    let fresh = eventually(PATIENCE, || async {
+        let got = b
+            .get_with("k", || load_counted(&calls, "v2", Duration::ZERO))
+            .await
+            .expect("ok");
+        got == Some(Bytes::from_static(b"v2"))
+    })
+    .await;
+    assert!(fresh, "b dropped the old generation");
+    assert_eq!(a.stats().generation, b.stats().generation);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_midway_keeps_answering() {
+    let mut server = RedisServer::start();
+    let cache = TwoTier::new(
+        &unique("killed"),
+        CacheConfig::default(),
+        Some(redis_at(server.url()).await),
+    )
+    .await;
+    let calls = AtomicU64::new(0);
+    for i in 0..5 {
+        let key = format!("k{i}");
+        let got = cache
+            .get_with(&key, || load_counted(&calls, "v", Duration::ZERO))
+            .await
+            .expect("ok");
+        assert!(got.is_some());
+    }
+    server.kill();
+    let bounded = tokio::time::timeout(Duration::from_secs(10), async {
+        for round in 0..40 {
+            let key = format!("k{}", round % 10);
+            let got = cache
+                .get_with(&key, || load_counted(&calls, "v", Duration::ZERO))
+                .await
+                .expect("never an error without redis");
+            assert_eq!(got, Some(Bytes::from_static(b"v")));
+            if round % 10 == 0 {
+                cache.invalidate_all().await;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(bounded.is_ok(), "calls stayed bounded with redis down");
+    let stats = cache.stats();
+    assert!(stats.redis_errors > 0, "{stats:?}");
+    assert!(stats.loads > 5, "answers came from the loader: {stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_the_generation_is_local() {
+    let cache = TwoTier::new("local", CacheConfig::default(), None).await;
+    let calls = AtomicU64::new(0);
+    for _ in 0..3 {
+        cache
+            .get_with("k", || load_counted(&calls, "v", Duration::ZERO))
+            .await
+            .expect("ok");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    cache.invalidate_all().await;
+    cache
+        .get_with("k", || load_counted(&calls, "v", Duration::ZERO))
+        .await
+        .expect("ok");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(cache.stats().generation, 1);
+}
