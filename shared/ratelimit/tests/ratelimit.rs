@@ -1,0 +1,263 @@
+//! The Redis limiter against real servers (a standalone `redis-server` and a 3 + 3 cluster):
+//! exactness under concurrency, independent keys, retry hints, script reloads and the
+//! failure modes when Redis dies.
+
+use std::time::Duration;
+
+use umcp_ratelimit::{FailureMode, RateLimitConfig, RateLimiter, Rule, Source, Verdict};
+use umcp_redis::{Redis, RedisConfig};
+use umcp_testkit::redis::{RedisServer, cluster, standalone};
+
+/// Generous bounds: these tests check what is decided, not how fast (a debug build on a
+/// shared 2-core machine can miss the production 15 ms budget under 200 concurrent calls,
+/// which would turn Redis decisions into local ones).
+const PATIENT_MS: u64 = 2000;
+
+async fn connect(config: RedisConfig) -> Redis {
+    let config = RedisConfig {
+        command_timeout_ms: PATIENT_MS,
+        ..config
+    };
+    Redis::connect(&config)
+        .await
+        .expect("valid redis config")
+        .expect("redis configured")
+}
+
+async fn standalone_redis() -> Redis {
+    connect(RedisConfig {
+        url: standalone().url(),
+        ..RedisConfig::default()
+    })
+    .await
+}
+
+async fn cluster_redis() -> Redis {
+    connect(RedisConfig {
+        cluster_nodes: cluster().node_list(),
+        ..RedisConfig::default()
+    })
+    .await
+}
+
+fn config(limit: u32, failure_mode: FailureMode) -> RateLimitConfig {
+    RateLimitConfig {
+        failure_mode,
+        redis_timeout_ms: PATIENT_MS,
+        ..RateLimitConfig::default()
+    }
+    .with_rule("execute", Some(Rule::per_minute(limit)))
+}
+
+/// `attempts` concurrent checks of one key; how many were admitted (all decided by Redis).
+async fn admitted(limiter: &RateLimiter, principal: &str, attempts: usize) -> usize {
+    let checks = (0..attempts).map(|_| {
+        let limiter = limiter.clone();
+        let principal = principal.to_owned();
+        tokio::spawn(async move { limiter.check("execute", &principal).await })
+    });
+    let mut allowed = 0;
+    for verdict in futures::future::join_all(checks).await {
+        match verdict.expect("check task") {
+            Verdict::Checked {
+                outcome, source, ..
+            } => {
+                assert_eq!(source, Source::Redis, "decided by redis");
+                allowed += usize::from(outcome.allowed);
+            }
+            other => panic!("unexpected verdict {other:?}"),
+        }
+    }
+    allowed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_admits_exactly_the_limit_under_concurrency() {
+    let limiter = RateLimiter::new(
+        config(25, FailureMode::Closed),
+        Some(standalone_redis().await),
+    );
+    assert_eq!(admitted(&limiter, "exact-standalone", 200).await, 25);
+    let [allowed, limited, ..] = limiter.stats().snapshot();
+    assert_eq!((allowed, limited), (25, 175));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_admits_exactly_the_limit_under_concurrency() {
+    let redis = cluster_redis().await;
+    // Two limiters on one cluster stand for two gateway replicas.
+    let a = RateLimiter::new(config(30, FailureMode::Closed), Some(redis.clone()));
+    let b = RateLimiter::new(config(30, FailureMode::Closed), Some(redis));
+    let (x, y) = tokio::join!(
+        admitted(&a, "exact-cluster", 100),
+        admitted(&b, "exact-cluster", 100)
+    );
+    assert_eq!(x + y, 30);
+}
+
+#[tokio::test]
+async fn keys_are_independent_per_principal_and_class() {
+    for redis in [standalone_redis().await, cluster_redis().await] {
+        let clustered = redis.is_clustered();
+        let limiter = RateLimiter::new(config(3, FailureMode::Closed), Some(redis));
+        let principal = format!("independent-{clustered}");
+        assert_eq!(admitted(&limiter, &principal, 10).await, 3);
+        assert_eq!(
+            admitted(&limiter, &format!("{principal}-other"), 10).await,
+            3
+        );
+        // Another class of the same principal has its own budget.
+        match limiter.check("query", &principal).await {
+            Verdict::Checked { outcome, rule, .. } => {
+                assert!(outcome.allowed);
+                assert_eq!(outcome.remaining, u64::from(rule.limit) - 1);
+            }
+            other => panic!("unexpected verdict {other:?}"),
+        }
+        // A class without a rule is not counted at all.
+        assert_eq!(
+            limiter.check("internal", &principal).await,
+            Verdict::Unlimited
+        );
+    }
+}
+
+#[tokio::test]
+async fn refusals_say_when_to_retry() {
+    let limiter = RateLimiter::new(
+        config(10, FailureMode::Closed),
+        Some(standalone_redis().await),
+    );
+    assert_eq!(admitted(&limiter, "retry-hint", 10).await, 10);
+    let Verdict::Checked { outcome, .. } = limiter.check("execute", "retry-hint").await else {
+        panic!("checked");
+    };
+    assert!(!outcome.allowed);
+    assert_eq!(outcome.remaining, 0);
+    // 10 per minute: the next slot opens 6 s after the burst started.
+    assert!(outcome.retry_after > Duration::from_secs(4), "{outcome:?}");
+    assert!(outcome.retry_after <= Duration::from_secs(6), "{outcome:?}");
+    assert!(outcome.reset_after > Duration::from_secs(58), "{outcome:?}");
+    assert!(
+        outcome.reset_after <= Duration::from_secs(60),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_script_is_reloaded_after_script_flush() {
+    let redis = standalone_redis().await;
+    let limiter = RateLimiter::new(config(5, FailureMode::Closed), Some(redis));
+    assert_eq!(admitted(&limiter, "reload-standalone", 2).await, 2);
+    assert!(standalone().cli(&["script", "flush"]).contains("OK"));
+    assert_eq!(admitted(&limiter, "reload-standalone", 5).await, 3);
+
+    let limiter = RateLimiter::new(config(5, FailureMode::Closed), Some(cluster_redis().await));
+    assert_eq!(admitted(&limiter, "reload-cluster", 2).await, 2);
+    for node in &cluster().nodes {
+        assert!(node.cli(&["script", "flush"]).contains("OK"));
+    }
+    assert_eq!(admitted(&limiter, "reload-cluster", 5).await, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_redis_falls_back_as_configured() {
+    let mut server = RedisServer::start();
+    let redis = connect(RedisConfig {
+        url: server.url(),
+        ..RedisConfig::default()
+    })
+    .await;
+    let limiter = |mode| {
+        let mut config = config(2, mode);
+        // Production bounds once Redis is gone: the decision must not wait for it.
+        config.redis_timeout_ms = 15;
+        RateLimiter::new(config, Some(redis.clone()))
+    };
+    let (local, open, closed) = (
+        limiter(FailureMode::Local),
+        limiter(FailureMode::Open),
+        limiter(FailureMode::Closed),
+    );
+    for l in [&local, &open, &closed] {
+        assert!(matches!(
+            l.check("execute", "before").await,
+            Verdict::Checked {
+                source: Source::Redis,
+                ..
+            }
+        ));
+    }
+    server.kill();
+
+    // Local: the in-process budget of this replica (2), then refusals.
+    let mut sources = Vec::new();
+    for _ in 0..4 {
+        if let Verdict::Checked {
+            outcome, source, ..
+        } = local.check("execute", "after").await
+        {
+            sources.push((source, outcome.allowed));
+        }
+    }
+    assert_eq!(
+        sources,
+        [
+            (Source::Local, true),
+            (Source::Local, true),
+            (Source::Local, false),
+            (Source::Local, false)
+        ]
+    );
+    assert_eq!(local.stats().snapshot()[3], 4, "fallback_local counted");
+
+    // Open: everything admitted unchecked.
+    for _ in 0..4 {
+        assert!(matches!(
+            open.check("execute", "after").await,
+            Verdict::Checked { source: Source::FailOpen, outcome, .. } if outcome.allowed
+        ));
+    }
+    assert_eq!(open.stats().snapshot()[4], 4, "fallback_open counted");
+
+    // Closed: refused as unavailable.
+    for _ in 0..4 {
+        assert!(matches!(
+            closed.check("execute", "after").await,
+            Verdict::Unavailable { .. }
+        ));
+    }
+    assert_eq!(closed.stats().snapshot()[5], 4, "fallback_closed counted");
+}
+
+#[tokio::test]
+async fn without_redis_the_local_limiter_decides() {
+    let limiter = RateLimiter::new(config(4, FailureMode::Closed), None);
+    let mut allowed = 0;
+    for _ in 0..10 {
+        match limiter.check("execute", "no-redis").await {
+            Verdict::Checked {
+                outcome, source, ..
+            } => {
+                assert_eq!(source, Source::Local);
+                allowed += usize::from(outcome.allowed);
+            }
+            other => panic!("unexpected verdict {other:?}"),
+        }
+    }
+    assert_eq!(allowed, 4);
+    // No Redis configured is not a failure: nothing counted as a fallback.
+    assert_eq!(limiter.stats().snapshot()[3..], [0, 0, 0]);
+}
+
+#[tokio::test]
+async fn disabled_limits_check_nothing() {
+    let config = RateLimitConfig {
+        enabled: false,
+        ..config(1, FailureMode::Closed)
+    };
+    let limiter = RateLimiter::new(config, None);
+    for _ in 0..5 {
+        assert_eq!(limiter.check("execute", "off").await, Verdict::Unlimited);
+    }
+}
