@@ -6,6 +6,8 @@ use umcp_authz::AuthClientConfig;
 use umcp_config::{Validate, check_http_url, check_range, check_socket_addr};
 use umcp_telemetry::LogConfig;
 
+pub use crate::upstream_config::UpstreamConfig;
+
 /// Everything the gateway reads at start-up.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -31,6 +33,8 @@ pub struct GatewayConfig {
     pub audit: AuditClientConfig,
     /// Logging (`UMCP_LOG__FORMAT`, `UMCP_LOG__FILTER`).
     pub log: LogConfig,
+    /// Backend clients: pool, breaker, timeout, retries (`UMCP_UPSTREAM__*`).
+    pub upstream: UpstreamConfig,
 }
 
 /// Backend base URLs, `http://host:port`.
@@ -61,6 +65,7 @@ impl Default for GatewayConfig {
                 ..AuditClientConfig::default()
             },
             log: LogConfig::default(),
+            upstream: UpstreamConfig::default(),
         }
     }
 }
@@ -108,6 +113,7 @@ impl Validate for GatewayConfig {
             self.connect_timeout_ms,
             50..=60_000,
         ));
+        problems.extend(self.upstream.problems());
         problems.extend(check_range(
             "health_interval_ms",
             self.health_interval_ms,

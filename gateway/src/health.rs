@@ -1,6 +1,7 @@
 //! Backend health, published through the gateway's own `grpc.health.v1` service: one entry per
 //! backend service (its fully qualified name) and the overall entry `""`, which is `SERVING`
-//! only while every enabled backend is.
+//! only while every enabled backend is. A backend whose circuit breaker is open is
+//! `NOT_SERVING`: the gateway refuses its calls until the breaker lets probes through.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +28,7 @@ pub(crate) async fn watch(table: Arc<RouteTable>, reporter: HealthReporter, inte
         let statuses = futures::future::join_all(checks).await;
         let mut all_serving = true;
         for ((backend, status), previous) in table.backends().iter().zip(statuses).zip(&mut last) {
-            if backend.channel.is_some() && status != ServingStatus::Serving {
+            if backend.upstream.is_some() && status != ServingStatus::Serving {
                 all_serving = false;
             }
             if *previous != Some(status) {
@@ -46,9 +47,14 @@ pub(crate) async fn watch(table: Arc<RouteTable>, reporter: HealthReporter, inte
 }
 
 async fn check(backend: &Backend) -> ServingStatus {
-    let Some(channel) = backend.channel.clone() else {
+    let Some(upstream) = &backend.upstream else {
         return ServingStatus::NotServing;
     };
+    // Calls are refused while the breaker is open, whatever the backend answers to a probe.
+    if upstream.refusing() {
+        return ServingStatus::NotServing;
+    }
+    let channel = upstream.channel();
     let mut request = tonic::Request::new(HealthCheckRequest {
         service: String::new(),
     });

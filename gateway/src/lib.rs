@@ -8,6 +8,8 @@ mod config;
 mod health;
 mod proxy;
 mod routes;
+mod upstream;
+mod upstream_config;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,7 +22,7 @@ use umcp_authz::remote::TokenProvider;
 use umcp_authz::{AuthClient, Verifier};
 use umcp_rpc::process::ProcessConfig;
 
-pub use config::{Backends, GatewayConfig};
+pub use config::{Backends, GatewayConfig, UpstreamConfig};
 
 impl ProcessConfig for GatewayConfig {
     fn log(&self) -> &umcp_telemetry::LogConfig {
@@ -37,7 +39,7 @@ impl ProcessConfig for GatewayConfig {
 pub enum GatewayError {
     /// A backend URL could not be turned into a channel.
     #[error("invalid backend endpoint: {0}")]
-    Endpoint(tonic::transport::Error),
+    Endpoint(umcp_resilience::balance::BalanceError),
     /// The token verifier could not start.
     #[error(transparent)]
     Auth(#[from] umcp_authz::runtime::AuthClientError),

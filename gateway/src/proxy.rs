@@ -1,8 +1,9 @@
 //! The gateway's one tower service: local services or transparent forwarding.
 //!
 //! Messages are never decoded: the HTTP/2 request (headers, streamed body, trailers) goes to the
-//! backend's `Channel` as it came, so unary and streaming calls pass through unchanged. Only
-//! the `grpc-timeout` header is rewritten, to the budget that remains.
+//! backend's client stack (`upstream`: retry → breaker → attempt timeout → balanced
+//! connections) as it came, so unary and streaming calls pass through unchanged. Only the
+//! `grpc-timeout` header is rewritten, to the budget that remains.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -21,7 +22,11 @@ use umcp_authz::forwarded::{FORWARDED_FOR, FORWARDER};
 use umcp_authz::remote::TokenProvider;
 use umcp_rpc::{deadline, framing};
 
+use umcp_resilience::breaker::is_breaker_open;
+use umcp_resilience::timeout::Elapsed;
+
 use crate::routes::{Backend, Route, RouteTable};
+use crate::upstream::{Upstream, retry_safe};
 
 /// Routes each request to the gateway's own services or a backend.
 #[derive(Debug, Clone)]
@@ -120,7 +125,7 @@ async fn forward(
     forwarder: Option<&dyn TokenProvider>,
     received: Instant,
 ) -> Response<Body> {
-    let Some(channel) = backend.channel.clone() else {
+    let Some(upstream) = &backend.upstream else {
         return status(Status::unavailable(format!(
             "service `{}` is not enabled on this gateway (backends.{} is empty)",
             backend.service, backend.name
@@ -154,7 +159,8 @@ async fn forward(
             .headers_mut()
             .insert(deadline::HEADER, deadline::encode(remaining));
     }
-    let call = channel.oneshot(request);
+    let retryable = retry_safe(request.uri().path(), request.headers());
+    let call = upstream.call(request, retryable);
     let result = match deadline {
         Some(deadline) => match tokio::time::timeout_at(deadline.into(), call).await {
             Ok(result) => result,
@@ -164,14 +170,50 @@ async fn forward(
     };
     match result {
         Ok(response) => response,
-        Err(error) => {
-            tracing::warn!(backend = backend.name, error = %error_chain(&error), "backend call failed");
-            status(Status::unavailable(format!(
-                "service `{}` is unavailable: the `{}` backend cannot be reached; retry later",
-                backend.service, backend.name
-            )))
-        }
+        Err(error) => status(failure(backend, upstream, error.as_ref())),
     }
+}
+
+/// The status for a call that got no response: refused by the open breaker (no log line: one
+/// per refused call would flood the log; the breaker logs its transitions), timed out, or
+/// failed in transport.
+fn failure(
+    backend: &Backend,
+    upstream: &Upstream,
+    error: &(dyn std::error::Error + 'static),
+) -> Status {
+    if is_breaker_open(error) {
+        let after = upstream.breaker().retry_after().map_or_else(
+            || "a moment".to_owned(),
+            |d| format!("{} ms", d.as_millis()),
+        );
+        return Status::unavailable(format!(
+            "service `{}` is unavailable: circuit breaker open for backend `{}`; retry after {after}",
+            backend.service, backend.name
+        ));
+    }
+    if is_caused_by::<Elapsed>(error) {
+        return Status::deadline_exceeded(format!(
+            "`{}` did not answer within the attempt timeout (backend `{}`)",
+            backend.service, backend.name
+        ));
+    }
+    tracing::warn!(backend = backend.name, error = %error_chain(error), "backend call failed");
+    Status::unavailable(format!(
+        "service `{}` is unavailable: the `{}` backend cannot be reached; retry later",
+        backend.service, backend.name
+    ))
+}
+
+fn is_caused_by<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.is::<E>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// Adds the gateway's own token in `x-umcp-forwarder`, so the backend believes the client

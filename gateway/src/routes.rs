@@ -5,12 +5,12 @@
 //! name instead of bothering the backend, and the router cannot disagree with the access rules.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
 use umcp_proto::catalogue::{Lookup, MethodCatalogue};
+use umcp_resilience::balance::BalanceError;
 
 use crate::config::GatewayConfig;
+use crate::upstream::Upstream;
 
 /// One backend service.
 #[derive(Debug)]
@@ -20,7 +20,7 @@ pub(crate) struct Backend {
     /// Fully qualified gRPC service (`umcp.graph.v1.GraphService`).
     pub(crate) service: &'static str,
     /// `None` when the service is disabled in this gateway's configuration.
-    pub(crate) channel: Option<Channel>,
+    pub(crate) upstream: Option<Upstream>,
 }
 
 /// The routing decision for one request path.
@@ -47,30 +47,23 @@ pub(crate) struct RouteTable {
 }
 
 impl RouteTable {
-    /// Builds the table; backend channels connect lazily (a backend that is down at start-up
-    /// does not stop the gateway; its calls get `UNAVAILABLE` until it is up).
-    pub(crate) fn new(config: &GatewayConfig) -> Result<Self, tonic::transport::Error> {
-        let connect_timeout = Duration::from_millis(config.connect_timeout_ms);
+    /// Builds the table (on a tokio runtime: each backend's resolver task starts here);
+    /// backend connections open lazily (a backend that is down at start-up does not stop the
+    /// gateway; its calls get `UNAVAILABLE` until it is up).
+    pub(crate) fn new(config: &GatewayConfig) -> Result<Self, BalanceError> {
         let mut backends = Vec::new();
         let mut services = HashMap::new();
         for (name, service, url) in config.backends.entries() {
-            let channel = if url.is_empty() {
+            let upstream = if url.is_empty() {
                 None
             } else {
-                Some(
-                    Endpoint::from_shared(url.to_owned())?
-                        .connect_timeout(connect_timeout)
-                        .tcp_nodelay(true)
-                        .http2_keep_alive_interval(Duration::from_secs(30))
-                        .keep_alive_timeout(Duration::from_secs(10))
-                        .connect_lazy(),
-                )
+                Some(Upstream::start(name, url, config)?)
             };
             services.insert(service, backends.len());
             backends.push(Backend {
                 name,
                 service,
-                channel,
+                upstream,
             });
         }
         Ok(Self { backends, services })
@@ -142,9 +135,9 @@ mod tests {
             }
         }
         let graph = table.route("/umcp.graph.v1.GraphService/Upsert");
-        assert!(matches!(graph, Route::Backend(b) if b.name == "graph" && b.channel.is_some()));
+        assert!(matches!(graph, Route::Backend(b) if b.name == "graph" && b.upstream.is_some()));
         let audit = table.route("/umcp.audit.v1.AuditService/Verify");
-        assert!(matches!(audit, Route::Backend(b) if b.channel.is_none()));
+        assert!(matches!(audit, Route::Backend(b) if b.upstream.is_none()));
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@ mod hardening;
 mod mesh;
 mod recording;
 mod tokens;
+mod upstream;
 
 use std::time::{Duration, Instant};
 

@@ -92,10 +92,29 @@ impl Body for Prefixed {
     fn size_hint(&self) -> SizeHint {
         let mut hint = self.rest.size_hint();
         let extra = self.prefix.as_ref().map_or(0, |p| p.len() as u64);
-        hint.set_lower(hint.lower() + extra);
+        // Upper first: `set_lower` panics while the new lower bound exceeds the old upper one.
         if let Some(upper) = hint.upper() {
             hint.set_upper(upper + extra);
         }
+        hint.set_lower(hint.lower() + extra);
         hint
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_oversized_body_is_sent_once_whole_with_a_consistent_size_hint() {
+        let body = GrpcBody::new(http_body_util::Full::new(Bytes::from(vec![7u8; 100])));
+        let Buffered::Once(once) = buffer(body, 10).await.unwrap() else {
+            panic!("a body over the limit must not be buffered");
+        };
+        // The rest is an exact (empty) hint; the prefix must raise both bounds.
+        let hint = once.size_hint();
+        assert_eq!((hint.lower(), hint.upper()), (100, Some(100)));
+        let bytes = once.collect().await.unwrap().to_bytes();
+        assert_eq!(bytes.len(), 100);
     }
 }
