@@ -165,6 +165,23 @@ mod tests {
     }
 
     #[test]
+    fn env_variables_set_the_section_and_bad_values_stop_start_up() {
+        use crate::GatewayConfig;
+        use umcp_config::{Sources, load};
+        let cfg: GatewayConfig = load(&Sources::env([
+            ("UMCP_UPSTREAM__CONNECTIONS_PER_ENDPOINT", "4"),
+            ("UMCP_UPSTREAM__BREAKER_OPEN_MS", "250"),
+        ]))
+        .unwrap();
+        assert_eq!(cfg.upstream.connections_per_endpoint, 4);
+        assert_eq!(cfg.upstream.breaker_open_ms, 250);
+        let err = load::<GatewayConfig>(&Sources::env([("UMCP_UPSTREAM__RETRY_ATTEMPTS", "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("UMCP_UPSTREAM__RETRY_ATTEMPTS"), "{err}");
+    }
+
+    #[test]
     fn out_of_range_values_are_named() {
         let c = UpstreamConfig {
             connections_per_endpoint: 0,
