@@ -1,7 +1,9 @@
 //! Gateway overhead benchmark: the same cheap RPC (`GraphService/GetMetrics`) sent straight to
 //! the graph service, through the gateway with authentication, and through a gateway with its
 //! own authentication off (`UMCP_REQUIRE_AUTH=false`; the graph service still verifies), under
-//! the same concurrent load, in one run. Every call carries a real EdDSA token; the processes
+//! the same concurrent load, in one run; plus `gw-1conn`, a gateway whose upstream pool keeps one
+//! HTTP/2 connection to the graph service instead of the default two
+//! (`UMCP_UPSTREAM__CONNECTIONS_PER_ENDPOINT=1`), to show what the pool buys. Every call carries a real EdDSA token; the processes
 //! read the matching JWKS from a file, so no auth service sits on the request path (it never
 //! does: verification is local).
 //!
@@ -132,7 +134,8 @@ async fn main() {
     let jwks = data.path().join("jwks.json");
     let _ = TOKEN.set(mint(&jwks, &["admin"]));
     let jwks = jwks.display().to_string();
-    let (graph_port, gateway_port, open_port) = (free_port(), free_port(), free_port());
+    let (graph_port, gateway_port, open_port, single_port) =
+        (free_port(), free_port(), free_port(), free_port());
     let _graph = spawn(
         "umcp-graph",
         &[
@@ -145,7 +148,7 @@ async fn main() {
             ("UMCP_LOG__FILTER", "error".into()),
         ],
     );
-    let gateway = |port: u16, require_auth: bool| {
+    let gateway = |port: u16, require_auth: bool, connections: usize| {
         spawn(
             "umcp-gateway",
             &[
@@ -159,16 +162,22 @@ async fn main() {
                 ("UMCP_BACKENDS__AUDIT", String::new()),
                 ("UMCP_AUTH__JWKS_FILE", jwks.clone()),
                 ("UMCP_REQUIRE_AUTH", require_auth.to_string()),
+                (
+                    "UMCP_UPSTREAM__CONNECTIONS_PER_ENDPOINT",
+                    connections.to_string(),
+                ),
                 ("UMCP_LOG__FILTER", "error".into()),
             ],
         )
     };
-    let _gateway = gateway(gateway_port, true);
-    let _open_gateway = gateway(open_port, false);
+    let _gateway = gateway(gateway_port, true, 2);
+    let _open_gateway = gateway(open_port, false, 2);
+    let _single_gateway = gateway(single_port, true, 1);
     let paths = [
         ("direct", format!("http://127.0.0.1:{graph_port}")),
         ("gateway", format!("http://127.0.0.1:{gateway_port}")),
         ("gw-noauth", format!("http://127.0.0.1:{open_port}")),
+        ("gw-1conn", format!("http://127.0.0.1:{single_port}")),
     ];
     // Warm every path (connections, allocator, caches) before measuring.
     for (_, url) in &paths {
@@ -241,5 +250,9 @@ async fn main() {
     println!(
         "summary: authentication costs {:.1}% of gateway throughput (target <= 10%)",
         100.0 * (o_rps - g_rps) / o_rps
+    );
+    println!(
+        "summary: the 2-connection upstream pool gives {:.1}% of the 1-connection gateway's throughput",
+        100.0 * g_rps / mean("gw-1conn", &Round::rps)
     );
 }
