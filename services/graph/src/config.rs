@@ -6,7 +6,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use umcp_audit_client::AuditClientConfig;
 use umcp_authz::AuthClientConfig;
+use umcp_cache::CacheConfig;
 use umcp_config::{Validate, check_range, check_socket_addr, env_name};
+use umcp_redis::RedisConfig;
 use umcp_store::grafeo::GrafeoConfig;
 use umcp_telemetry::LogConfig;
 
@@ -42,6 +44,11 @@ pub struct GraphConfig {
     pub audit: AuditClientConfig,
     /// Logging (`UMCP_LOG__FORMAT`, `UMCP_LOG__FILTER`).
     pub log: LogConfig,
+    /// The shared Redis of the query cache (`UMCP_REDIS__URL` or `UMCP_REDIS__CLUSTER_NODES`,
+    /// …); none configured (the default): each process caches alone with a local generation.
+    pub redis: RedisConfig,
+    /// The query and metrics cache (`UMCP_CACHE__ENABLED`, `UMCP_CACHE__TTL_MS`, …).
+    pub cache: CacheConfig,
 }
 
 impl Default for GraphConfig {
@@ -60,6 +67,8 @@ impl Default for GraphConfig {
                 ..AuditClientConfig::default()
             },
             log: LogConfig::default(),
+            redis: RedisConfig::default(),
+            cache: CacheConfig::default(),
         }
     }
 }
@@ -85,6 +94,8 @@ impl Validate for GraphConfig {
         let mut problems = self.log.problems();
         problems.extend(self.auth.problems());
         problems.extend(self.audit.problems());
+        problems.extend(self.redis.problems());
+        problems.extend(self.cache.problems());
         problems.extend(check_socket_addr("listen", &self.listen, "127.0.0.1:50053"));
         if self.data_dir.as_os_str().is_empty() {
             problems.push(format!(

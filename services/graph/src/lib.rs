@@ -1,6 +1,7 @@
 //! `umcp-graph`: the knowledge-graph gRPC service (`umcp.graph.v1.GraphService`) over a
 //! [`GraphStore`](umcp_store::GraphStore), by default the embedded Grafeo database.
 
+mod cached;
 mod config;
 mod convert;
 mod error;
@@ -16,6 +17,7 @@ use umcp_store::grafeo::GrafeoStore;
 
 pub use umcp_rpc::Wiring;
 
+pub use cached::CachedStore;
 pub use config::GraphConfig;
 pub use error::GraphError;
 pub use grpc::GraphGrpc;
@@ -61,8 +63,33 @@ pub async fn serve(
             config.data_dir.display()
         )
     })?;
-    let store: Arc<dyn GraphStore> = Arc::new(store);
-    tracing::info!(backend = store.backend(), data_dir = %config.data_dir.display(), "graph service ready");
+    tracing::info!(backend = store.backend(), data_dir = %config.data_dir.display(), "graph store open");
+    serve_store(listener, Arc::new(store), config, wiring, shutdown).await
+}
+
+/// [`serve`] over a store that is already open (tests run two replicas over one store): wraps
+/// it in a [`CachedStore`] with its own cache and Redis connection (`config.cache`,
+/// `config.redis`).
+///
+/// # Errors
+/// When the Redis settings are invalid or the server fails.
+pub async fn serve_store(
+    listener: tokio::net::TcpListener,
+    store: Arc<dyn GraphStore>,
+    config: GraphConfig,
+    wiring: Wiring,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let redis = umcp_redis::Redis::connect(&config.redis).await?;
+    let shared = redis.is_some();
+    let cache = umcp_cache::TwoTier::new("graph", config.cache.clone(), redis).await;
+    let store: Arc<dyn GraphStore> = Arc::new(CachedStore::new(store, cache));
+    tracing::info!(
+        backend = store.backend(),
+        cache = config.cache.enabled,
+        shared_cache = shared,
+        "graph service ready"
+    );
     let svc = GraphServiceServer::new(GraphGrpc::new(store))
         .max_decoding_message_size(umcp_rpc::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(umcp_rpc::MAX_MESSAGE_BYTES);

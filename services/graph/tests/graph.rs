@@ -1,6 +1,7 @@
 //! The graph service through real gRPC: a server on 127.0.0.1:0 in-process, and the real
 //! `umcp-graph` binary for the crash-durability test. One test binary; helpers in `support/`.
 
+mod cache;
 mod limits;
 mod support;
 

@@ -13,6 +13,8 @@ use crate::{Inner, bump};
 
 /// How often a background task checks that its cache still exists while Redis is silent.
 const LIVENESS_TICK: Duration = Duration::from_secs(1);
+/// How long the subscriber waits for its first connections before following reconnects.
+const FIRST_CONNECT_WAIT: Duration = Duration::from_secs(2);
 /// Pause between attempts to subscribe while Redis is unreachable.
 const SUBSCRIBE_RETRY: Duration = Duration::from_millis(200);
 
@@ -188,8 +190,11 @@ pub(crate) fn spawn_subscriber(inner: &Arc<Inner>) {
     let channel = inner.channel.clone();
     tokio::spawn(async move {
         let mut messages = subscriber.message_rx();
-        let mut reconnects = subscriber.reconnect_rx();
         let _connection = subscriber.connect();
+        // fred reports every node's first connection as a reconnect too; only later ones mean
+        // messages may have been missed (a first connection that comes late costs one flush)
+        let _ = tokio::time::timeout(FIRST_CONNECT_WAIT, subscriber.wait_for_connect()).await;
+        let mut reconnects = subscriber.reconnect_rx();
         if !subscribe(&subscriber, &channel, redis.is_clustered(), &weak).await {
             return;
         }

@@ -74,9 +74,16 @@ async fn hit_miss_and_single_flight() {
         .await
         .expect("hit");
     assert_eq!(again, Some(Bytes::from_static(b"v")));
+    // older than the staleness bound, still served: the generation is confirmed every 25 ms
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let later = cache
+        .get_with("k", || load_counted(&calls, "other", Duration::ZERO))
+        .await
+        .expect("hit");
+    assert_eq!(later, Some(Bytes::from_static(b"v")));
     let stats = cache.stats();
     assert_eq!((stats.loads, stats.misses), (1, 1), "{stats:?}");
-    assert_eq!(stats.l1_hits, 200, "{stats:?}");
+    assert_eq!(stats.l1_hits, 201, "{stats:?}");
 }
 
 async fn futures_join<T: Send + 'static>(
@@ -247,4 +254,27 @@ async fn without_redis_the_generation_is_local() {
         .expect("ok");
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     assert_eq!(cache.stats().generation, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_the_generation_stays_confirmed() {
+    let config = RedisConfig {
+        cluster_nodes: umcp_testkit::redis::cluster().node_list(),
+        ..RedisConfig::default()
+    };
+    let redis = Redis::connect(&config)
+        .await
+        .expect("config")
+        .expect("redis");
+    let cache = TwoTier::new(&unique("cluster"), CacheConfig::default(), Some(redis)).await;
+    let calls = AtomicU64::new(0);
+    for _ in 0..2 {
+        cache
+            .get_with("k", || load_counted(&calls, "v", Duration::ZERO))
+            .await
+            .expect("ok");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stats = cache.stats();
+    assert_eq!((stats.loads, stats.l1_hits), (1, 1), "{stats:?}");
 }
