@@ -18,7 +18,8 @@ pub struct UpstreamConfig {
     /// How often backend host names are resolved again, in ms (default 5000).
     pub resolve_interval_ms: u64,
     /// One attempt's limit until response headers, in ms, further bounded by the caller's
-    /// remaining deadline (default 30000).
+    /// remaining deadline (default 120000: above the longest sandbox run, 60 s wall time plus
+    /// 10 s of queueing, so it only ends calls that carry no deadline and hang).
     pub attempt_timeout_ms: u64,
     /// Attempts in all for a retryable call, the first included; 1 disables retries
     /// (default 2).
@@ -44,7 +45,7 @@ impl Default for UpstreamConfig {
         Self {
             connections_per_endpoint: 2,
             resolve_interval_ms: 5000,
-            attempt_timeout_ms: 30_000,
+            attempt_timeout_ms: 120_000,
             retry_attempts: 2,
             retry_budget_percent: 20,
             retry_min_per_sec: 10,
