@@ -109,6 +109,8 @@ async fn main() {
             ("UMCP_BACKENDS__AUTH", String::new()),
             ("UMCP_BACKENDS__GRAPH", String::new()),
             ("UMCP_BACKENDS__AUDIT", String::new()),
+            // 200 executions of one principal: measure the path, not the limiter.
+            ("UMCP_RATE_LIMITS__ENABLED", "false".into()),
             ("UMCP_AUTH__JWKS_FILE", jwks),
             ("UMCP_LOG__FILTER", "error".into()),
         ],

@@ -33,6 +33,11 @@ pub struct GatewayConfig {
     pub audit: AuditClientConfig,
     /// Logging (`UMCP_LOG__FORMAT`, `UMCP_LOG__FILTER`).
     pub log: LogConfig,
+    /// The shared Redis (`UMCP_REDIS__URL` or `UMCP_REDIS__CLUSTER_NODES`, …; default none):
+    /// with it, rate limits are shared by every gateway replica.
+    pub redis: umcp_redis::RedisConfig,
+    /// Rate limits per method class and principal (`UMCP_RATE_LIMITS__*`).
+    pub rate_limits: umcp_ratelimit::RateLimitConfig,
     /// Backend clients: pool, breaker, timeout, retries (`UMCP_UPSTREAM__*`).
     pub upstream: UpstreamConfig,
 }
@@ -65,6 +70,8 @@ impl Default for GatewayConfig {
                 ..AuditClientConfig::default()
             },
             log: LogConfig::default(),
+            redis: umcp_redis::RedisConfig::default(),
+            rate_limits: umcp_ratelimit::RateLimitConfig::default(),
             upstream: UpstreamConfig::default(),
         }
     }
@@ -103,6 +110,8 @@ impl Validate for GatewayConfig {
         let mut problems = self.log.problems();
         problems.extend(self.auth.problems());
         problems.extend(self.audit.problems());
+        problems.extend(self.redis.problems());
+        problems.extend(self.rate_limits.problems());
         problems.extend(check_socket_addr("listen", &self.listen, "127.0.0.1:50051"));
         for (name, _, url) in self.backends.entries() {
             let key = format!("backends.{name}");

@@ -43,6 +43,9 @@ pub enum GatewayError {
     /// The token verifier could not start.
     #[error(transparent)]
     Auth(#[from] umcp_authz::runtime::AuthClientError),
+    /// The Redis settings are invalid.
+    #[error(transparent)]
+    Redis(#[from] umcp_redis::RedisError),
     /// The audit client could not start.
     #[error("cannot start the audit client: {0}")]
     Audit(String),
@@ -98,6 +101,8 @@ pub async fn serve(
         );
     }
     let table = Arc::new(routes::RouteTable::new(&config).map_err(GatewayError::Endpoint)?);
+    // Shared rate-limit budgets; `None` (not configured) keeps them per replica.
+    let redis = umcp_redis::Redis::connect(&config.redis).await?;
     let (reporter, health_service) = tonic_health::server::health_reporter();
     reporter
         .set_service_status("", tonic_health::ServingStatus::NotServing)
@@ -114,6 +119,12 @@ pub async fn serve(
     ));
 
     let service = proxy::GatewayService::new(table, local, forwarder);
+    // Inside the auth layer (the principal is known), before any backend work is spent.
+    let limiter = umcp_ratelimit::RateLimiter::new(config.rate_limits.clone(), redis);
+    let service = tower::Layer::layer(
+        &umcp_ratelimit::RateLimitLayer::new(limiter, emitter.clone()),
+        service,
+    );
     let result = umcp_rpc::Server::new("gateway")
         .auth_if(verifier)
         .audit(emitter)

@@ -5,6 +5,7 @@
 mod audit;
 mod hardening;
 mod mesh;
+mod ratelimit;
 mod recording;
 mod tokens;
 mod upstream;
