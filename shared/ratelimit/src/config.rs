@@ -222,6 +222,46 @@ mod tests {
         }
     }
 
+    /// How a process config nests it (the gateway's `rate_limits`).
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Root {
+        rate_limits: RateLimitConfig,
+    }
+
+    impl umcp_config::Validate for Root {
+        fn validate(&self) -> Vec<String> {
+            self.rate_limits.problems()
+        }
+    }
+
+    #[test]
+    fn env_sets_one_field_of_a_rule_and_adds_a_rule() {
+        let root: Root = umcp_config::load(&umcp_config::Sources::env([
+            ("UMCP_RATE_LIMITS__EXECUTE__LIMIT", "3"),
+            ("UMCP_RATE_LIMITS__QUERY__SHADOW", "true"),
+            ("UMCP_RATE_LIMITS__INTERNAL__LIMIT", "1000"),
+            ("UMCP_RATE_LIMITS__FAILURE_MODE", "closed"),
+        ]))
+        .expect("valid");
+        let config = root.rate_limits;
+        assert_eq!(
+            config.rule("execute").map(|r| (r.limit, r.period_secs)),
+            Some((3, 60))
+        );
+        assert_eq!(
+            config.rule("query").map(|r| (r.limit, r.shadow)),
+            Some((300, true))
+        );
+        assert_eq!(config.rule("internal").map(|r| r.limit), Some(1000));
+        assert_eq!(config.failure_mode, FailureMode::Closed);
+        let refused = umcp_config::load::<Root>(&umcp_config::Sources::env([(
+            "UMCP_RATE_LIMITS__REDIS_TIMEOUT_MS",
+            "100",
+        )]));
+        assert!(refused.is_err());
+    }
+
     #[test]
     fn out_of_range_values_name_the_variable() {
         let config = RateLimitConfig {
