@@ -43,6 +43,8 @@ type Stack = Retry<CircuitBreaker<BoundedTimeout<Channel>, GrpcClassifier>>;
 #[derive(Debug, Clone)]
 pub(crate) struct Upstream {
     pool: BalancedChannel,
+    /// How long a call waits for the first resolution (the connect timeout).
+    resolve_wait: std::time::Duration,
     breaker: Breaker,
     stack: Stack,
 }
@@ -77,6 +79,7 @@ impl Upstream {
             .service(pool.channel());
         Ok(Self {
             pool,
+            resolve_wait: connect_timeout,
             breaker,
             stack,
         })
@@ -106,6 +109,11 @@ impl Upstream {
         mut request: Request<Body>,
         retryable: bool,
     ) -> Result<Response<Body>, BoxError> {
+        // A host that does not resolve (yet) has no connection: the balancer would hold the
+        // call until its deadline; waiting briefly for the first resolution covers start-up.
+        if !self.pool.has_endpoints(self.resolve_wait).await {
+            return Err("no address of the backend host has resolved".into());
+        }
         if retryable {
             request.extensions_mut().insert(Idempotent);
         }

@@ -339,3 +339,16 @@ async fn calls_spread_over_every_endpoint_and_move_when_one_goes() {
     assert_eq!(b.total(), before, "a removed endpoint still got calls");
     assert_eq!(a.total() + b.total(), 600);
 }
+
+#[tokio::test]
+async fn a_backend_host_that_does_not_resolve_fails_fast_instead_of_hanging() {
+    let gw = gateway(|c| c.backends.graph = "http://no-such-backend.invalid:50053".into()).await;
+    let mut client = GraphServiceClient::new(gw.channel());
+    let call = client.get_metrics(GetMetricsRequest {});
+    let status = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("the call must not wait for an endpoint that never comes")
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains(GRAPH), "{}", status.message());
+}

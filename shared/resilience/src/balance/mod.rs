@@ -29,6 +29,7 @@ use std::time::Duration;
 use http::Uri;
 use parking_lot::Mutex;
 use tokio::sync::mpsc::Sender;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::channel::Change;
 use tonic::transport::{Channel, Endpoint};
@@ -79,6 +80,9 @@ impl std::fmt::Debug for BalancedChannel {
 struct Discovery {
     task: JoinHandle<()>,
     endpoints: Arc<Mutex<Vec<SocketAddr>>>,
+    /// How many endpoints the balancer has; lets a call tell "not resolved yet" (or never)
+    /// from "resolved", since the balancer itself would hold such a call until its timeout.
+    count: watch::Receiver<usize>,
 }
 
 impl Drop for Discovery {
@@ -123,16 +127,22 @@ impl BalancedChannel {
         // Room for a whole resolution's changes without the task waiting on the balancer.
         let (channel, changes) = Channel::balance_channel(256);
         let endpoints = Arc::new(Mutex::new(Vec::new()));
+        let (count_tx, count) = watch::channel(0);
         let worker = Worker {
             target,
             configure,
             changes,
             endpoints: Arc::clone(&endpoints),
+            count: count_tx,
         };
         let task = tokio::spawn(worker.run(resolver, config));
         Ok(Self {
             channel,
-            discovery: Arc::new(Discovery { task, endpoints }),
+            discovery: Arc::new(Discovery {
+                task,
+                endpoints,
+                count,
+            }),
         })
     }
 
@@ -146,6 +156,19 @@ impl BalancedChannel {
     #[must_use]
     pub fn endpoints(&self) -> Vec<SocketAddr> {
         self.discovery.endpoints.lock().clone()
+    }
+
+    /// Whether there is an endpoint to call, waiting up to `within` for the first resolution.
+    /// `false` means a call would only wait in the balancer: fail it instead.
+    pub async fn has_endpoints(&self, within: Duration) -> bool {
+        if *self.discovery.count.borrow() > 0 {
+            return true;
+        }
+        let mut count = self.discovery.count.clone();
+        matches!(
+            tokio::time::timeout(within, count.wait_for(|n| *n > 0)).await,
+            Ok(Ok(_))
+        )
     }
 }
 
@@ -179,6 +202,7 @@ struct Worker {
     configure: Configure,
     changes: Sender<Change<ConnectionKey, Endpoint>>,
     endpoints: Arc<Mutex<Vec<SocketAddr>>>,
+    count: watch::Sender<usize>,
 }
 
 impl Worker {
@@ -240,6 +264,7 @@ impl Worker {
             connections_removed = removed,
             "backend endpoints changed"
         );
+        self.count.send_replace(endpoints.len());
         *self.endpoints.lock() = endpoints;
         true
     }
@@ -262,6 +287,26 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_name_that_never_resolves_has_no_endpoints_and_an_address_has_one() {
+        let config = BalanceConfig::default();
+        let none = BalancedChannel::start_with_resolver(
+            "http://nowhere.test:1",
+            config,
+            Arc::new(|e| e),
+            Arc::new(StaticResolver::new(Vec::new())),
+        )
+        .unwrap();
+        assert!(!none.has_endpoints(Duration::from_millis(50)).await);
+        let literal =
+            BalancedChannel::start("http://127.0.0.1:1", config, Arc::new(|e| e)).unwrap();
+        assert!(literal.has_endpoints(Duration::from_secs(5)).await);
+        assert_eq!(
+            literal.endpoints(),
+            vec![SocketAddr::from(([127, 0, 0, 1], 1))]
+        );
+    }
 
     #[test]
     fn urls_parse_to_host_port_and_origin() {
