@@ -261,3 +261,167 @@ async fn disabled_limits_check_nothing() {
         assert_eq!(limiter.check("execute", "off").await, Verdict::Unlimited);
     }
 }
+
+mod layer {
+    //! The tower layer around a stand-in inner service: what a caller sees.
+
+    use std::convert::Infallible;
+
+    use http::{Request, Response};
+    use tonic::body::Body;
+    use tonic::transport::server::TcpConnectInfo;
+    use tower::{Service, ServiceExt};
+    use umcp_audit_client::Emitter;
+    use umcp_ratelimit::{FailureMode, RateLimitConfig, RateLimitLayer, RateLimiter, Rule};
+
+    const LOGIN: &str = "/umcp.auth.v1.AuthService/Login";
+
+    type Inner = tower::util::BoxCloneService<Request<Body>, Response<Body>, Infallible>;
+
+    fn inner() -> Inner {
+        tower::util::BoxCloneService::new(tower::service_fn(|_request: Request<Body>| async {
+            Ok::<_, Infallible>(tonic::Status::ok("").into_http::<Body>())
+        }))
+    }
+
+    fn service(
+        config: RateLimitConfig,
+        redis: Option<umcp_redis::Redis>,
+    ) -> umcp_ratelimit::RateLimit<Inner> {
+        let layer =
+            RateLimitLayer::new(RateLimiter::new(config, redis), Emitter::new(None, "test"));
+        tower::Layer::layer(&layer, inner())
+    }
+
+    fn request(path: &str, peer: &str) -> Request<Body> {
+        let mut request = Request::builder().uri(path).body(Body::empty()).unwrap();
+        request.extensions_mut().insert(TcpConnectInfo {
+            local_addr: None,
+            remote_addr: Some(peer.parse().unwrap()),
+        });
+        request
+    }
+
+    async fn call(
+        service: &mut umcp_ratelimit::RateLimit<Inner>,
+        path: &str,
+        peer: &str,
+    ) -> Response<Body> {
+        service
+            .ready()
+            .await
+            .unwrap()
+            .call(request(path, peer))
+            .await
+            .unwrap()
+    }
+
+    fn header(response: &Response<Body>, name: &str) -> Option<String> {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    /// The decoded `grpc-message`.
+    fn message(response: &Response<Body>) -> String {
+        tonic::Status::from_header_map(response.headers())
+            .map(|s| s.message().to_owned())
+            .unwrap_or_default()
+    }
+
+    fn sign_in(limit: u32, shadow: bool) -> RateLimitConfig {
+        RateLimitConfig::default().with_rule(
+            "sign_in",
+            Some(Rule {
+                limit,
+                period_secs: 60,
+                shadow,
+            }),
+        )
+    }
+
+    #[tokio::test]
+    async fn over_the_limit_is_resource_exhausted_with_metadata() {
+        let mut service = service(sign_in(2, false), None);
+        for remaining in ["1", "0"] {
+            let admitted = call(&mut service, LOGIN, "192.0.2.1:1000").await;
+            assert_eq!(header(&admitted, "grpc-status").as_deref(), Some("0"));
+            assert_eq!(header(&admitted, "x-ratelimit-limit").as_deref(), Some("2"));
+            assert_eq!(
+                header(&admitted, "x-ratelimit-remaining").as_deref(),
+                Some(remaining)
+            );
+        }
+        // Another port of the same address is the same client.
+        let refused = call(&mut service, LOGIN, "192.0.2.1:2000").await;
+        assert_eq!(
+            header(&refused, "grpc-status").as_deref(),
+            Some("8"),
+            "RESOURCE_EXHAUSTED"
+        );
+        let message = message(&refused);
+        assert!(
+            message.contains("sign_in") && message.contains("2 per 60 s"),
+            "{message}"
+        );
+        assert_eq!(header(&refused, "retry-after").as_deref(), Some("30"));
+        assert_eq!(
+            header(&refused, "x-ratelimit-remaining").as_deref(),
+            Some("0")
+        );
+        assert_eq!(header(&refused, "x-ratelimit-reset").as_deref(), Some("60"));
+        // Another address has its own budget; infrastructure paths are never limited.
+        let other = call(&mut service, LOGIN, "192.0.2.2:1000").await;
+        assert_eq!(header(&other, "grpc-status").as_deref(), Some("0"));
+        for _ in 0..5 {
+            let health = call(
+                &mut service,
+                "/grpc.health.v1.Health/Check",
+                "192.0.2.1:1000",
+            )
+            .await;
+            assert_eq!(header(&health, "x-ratelimit-limit"), None);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_shadow_rule_admits_and_counts() {
+        let config = sign_in(1, true);
+        let limiter = RateLimiter::new(config, None);
+        let layer = RateLimitLayer::new(limiter.clone(), Emitter::new(None, "test"));
+        let mut service = tower::Layer::layer(&layer, inner());
+        for _ in 0..3 {
+            let response = call(&mut service, LOGIN, "192.0.2.3:1000").await;
+            assert_eq!(header(&response, "grpc-status").as_deref(), Some("0"));
+        }
+        let [allowed, limited, shadow_limited, ..] = limiter.stats().snapshot();
+        assert_eq!((allowed, limited, shadow_limited), (1, 0, 2));
+    }
+
+    #[tokio::test]
+    async fn closed_with_redis_down_is_unavailable_naming_the_limiter() {
+        let mut server = umcp_testkit::redis::RedisServer::start();
+        let redis = umcp_redis::Redis::connect(&umcp_redis::RedisConfig {
+            url: server.url(),
+            ..umcp_redis::RedisConfig::default()
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        server.kill();
+        let config = RateLimitConfig {
+            failure_mode: FailureMode::Closed,
+            ..sign_in(5, false)
+        };
+        let mut service = service(config, Some(redis));
+        let refused = call(&mut service, LOGIN, "192.0.2.4:1000").await;
+        assert_eq!(
+            header(&refused, "grpc-status").as_deref(),
+            Some("14"),
+            "UNAVAILABLE"
+        );
+        let message = message(&refused);
+        assert!(message.contains("rate limiter"), "{message}");
+    }
+}
