@@ -194,7 +194,7 @@ fn failure(
     }
     if is_caused_by::<Elapsed>(error) {
         return Status::deadline_exceeded(format!(
-            "`{}` did not answer within the attempt timeout (backend `{}`)",
+            "deadline exceeded before `{}` answered (backend `{}`: the caller's deadline or the attempt timeout)",
             backend.service, backend.name
         ));
     }
