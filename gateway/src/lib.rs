@@ -102,7 +102,7 @@ pub async fn serve(
     }
     let table = Arc::new(routes::RouteTable::new(&config).map_err(GatewayError::Endpoint)?);
     // Shared rate-limit budgets; `None` (not configured) keeps them per replica.
-    let redis = umcp_redis::Redis::connect(&config.redis).await?;
+    let redis = umcp_redis::Redis::connect(&config.rate_limits.redis_config(&config.redis)).await?;
     let (reporter, health_service) = tonic_health::server::health_reporter();
     reporter
         .set_service_status("", tonic_health::ServingStatus::NotServing)

@@ -158,6 +158,18 @@ impl RateLimitConfig {
             .unwrap_or(Duration::from_secs(60))
     }
 
+    /// `redis` with its command timeout cut to [`Self::redis_timeout_ms`], for a process whose
+    /// Redis serves the limiter: a command past the limiter's budget then counts as a failure
+    /// against the Redis breaker, which opens and lets decisions skip Redis at once (a timeout
+    /// of the limiter alone is not counted).
+    #[must_use]
+    pub fn redis_config(&self, redis: &umcp_redis::RedisConfig) -> umcp_redis::RedisConfig {
+        umcp_redis::RedisConfig {
+            command_timeout_ms: redis.command_timeout_ms.min(self.redis_timeout_ms),
+            ..redis.clone()
+        }
+    }
+
     /// [`Self::redis_timeout_ms`] as a duration.
     #[must_use]
     pub fn redis_timeout(&self) -> Duration {
@@ -260,6 +272,18 @@ mod tests {
             "100",
         )]));
         assert!(refused.is_err());
+    }
+
+    #[test]
+    fn the_redis_command_timeout_is_cut_to_the_limiter_budget() {
+        let config = RateLimitConfig::default();
+        let redis = umcp_redis::RedisConfig::default();
+        assert_eq!(config.redis_config(&redis).command_timeout_ms, 15);
+        let fast = umcp_redis::RedisConfig {
+            command_timeout_ms: 5,
+            ..redis
+        };
+        assert_eq!(config.redis_config(&fast).command_timeout_ms, 5);
     }
 
     #[test]
