@@ -110,7 +110,8 @@ where
             match shared.limiter.check(&class, &principal).await {
                 Verdict::Unlimited => inner.call(request).await,
                 Verdict::Unavailable { rule } => {
-                    tracing::warn!(
+                    // Per call at debug: umcp-redis logs the outage, the stats count refusals.
+                    tracing::debug!(
                         class,
                         principal,
                         limit = rule.limit,
@@ -163,7 +164,8 @@ impl Shared {
             "rate limit exceeded for `{class}` calls: {} per {} s; retry after {retry_secs} s",
             rule.limit, rule.period_secs
         );
-        tracing::info!(
+        // Per call at debug: a flood is summarised by the audit reporter and the stats.
+        tracing::debug!(
             class,
             principal,
             limit = rule.limit,
