@@ -47,15 +47,28 @@ impl Drop for Fake {
 impl Fake {
     /// Serves `plan` on `127.0.0.1:port` (0: any port).
     pub(crate) async fn start(port: u16, plan: Plan) -> Self {
+        Self::start_dropping(port, plan, 0).await
+    }
+
+    /// [`Self::start`], but the first `dropped` connections are closed as soon as accepted,
+    /// before a byte is read: what a client sees of a backend that crashed and is restarting.
+    pub(crate) async fn start_dropping(port: u16, plan: Plan, dropped: usize) -> Self {
         let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let received = Arc::new(Mutex::new(HashMap::new()));
-        let task = tokio::spawn(accept(listener, plan, Arc::clone(&received)));
+        let task = tokio::spawn(accept(listener, plan, Arc::clone(&received), dropped));
         Self {
             addr,
             received,
             task,
         }
+    }
+
+    /// Kills the backend and waits until its port and connections are closed.
+    pub(crate) async fn stop(mut self) {
+        self.task.abort();
+        let task = std::mem::replace(&mut self.task, tokio::spawn(async {}));
+        let _ = task.await;
     }
 
     pub(crate) fn url(&self) -> String {
@@ -73,13 +86,23 @@ impl Fake {
     }
 }
 
-async fn accept(listener: TcpListener, plan: Plan, received: Arc<Mutex<HashMap<String, usize>>>) {
+async fn accept(
+    listener: TcpListener,
+    plan: Plan,
+    received: Arc<Mutex<HashMap<String, usize>>>,
+    mut dropped: usize,
+) {
     // Connections live in the set: aborting this task drops it and kills them all.
     let mut connections = JoinSet::new();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
+        if dropped > 0 {
+            dropped -= 1;
+            drop(stream);
+            continue;
+        }
         let plan = Arc::clone(&plan);
         let received = Arc::clone(&received);
         let service = hyper::service::service_fn(move |request| {

@@ -29,6 +29,8 @@ use umcp_testkit::{Spawned, authed, eventually};
 use fake::{Answer, Fake, Plan};
 
 const GRAPH: &str = "umcp.graph.v1.GraphService";
+const LINT: &str = "/umcp.execution.v1.ExecutionService/Lint";
+const RUN_TESTS: &str = "/umcp.execution.v1.ExecutionService/RunTests";
 
 /// A gateway with only the backends `configure` sets, no authentication of its own.
 async fn gateway(configure: impl FnOnce(&mut GatewayConfig)) -> Spawned {
@@ -219,7 +221,8 @@ async fn a_slow_backend_gets_the_callers_deadline_and_no_retry_storm() {
         );
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let upstream = slow.total();
+    // Health checks reach the backend too; count only the calls offered.
+    let upstream = slow.count("/umcp.graph.v1.GraphService/Query");
     assert!(
         upstream * 10 <= offered * 12,
         "{upstream} upstream requests for {offered} calls"
@@ -276,6 +279,46 @@ async fn safe_calls_are_retried_once_and_side_effecting_ones_never() {
         .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable);
     assert_eq!(backend.count(&path("GenerateCode")), 1);
+}
+
+#[tokio::test]
+async fn a_safe_call_is_retried_across_a_backend_restart_and_an_unsafe_one_is_not() {
+    let ok = || plan(|_, _| Answer::Ok);
+    let (safe, unsafe_) = (Fake::start(0, ok()).await, Fake::start(0, ok()).await);
+    let config = |url: String| {
+        move |c: &mut GatewayConfig| {
+            c.backends.execution = url;
+            // One connection, so the call meets the restart; no health check takes it first.
+            c.upstream.connections_per_endpoint = 1;
+            c.upstream.retry_attempts = 3;
+            c.health_interval_ms = 60_000;
+        }
+    };
+    let gw_safe = gateway(config(safe.url())).await;
+    let gw_unsafe = gateway(config(unsafe_.url())).await;
+    let mut lint = ExecutionServiceClient::new(gw_safe.channel());
+    let mut run = ExecutionServiceClient::new(gw_unsafe.channel());
+    lint.lint(LintRequest::default()).await.unwrap();
+    run.run_tests(RunTestsRequest::default()).await.unwrap();
+
+    // Both backends restart on their ports; the first connection each accepts dies unanswered.
+    let (safe_port, unsafe_port) = (safe.addr.port(), unsafe_.addr.port());
+    safe.stop().await;
+    unsafe_.stop().await;
+    let safe = Fake::start_dropping(safe_port, ok(), 1).await;
+    let unsafe_ = Fake::start_dropping(unsafe_port, ok(), 1).await;
+
+    // Lint: the attempt on the dead connection fails before any answer; the retry reconnects
+    // and is the only request the restarted backend sees.
+    lint.lint(LintRequest::default()).await.unwrap();
+    assert_eq!(safe.count(LINT), 1);
+
+    // RunTests: the same failure is returned, not retried; the next call goes through.
+    let status = run.run_tests(RunTestsRequest::default()).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(unsafe_.count(RUN_TESTS), 0);
+    run.run_tests(RunTestsRequest::default()).await.unwrap();
+    assert_eq!(unsafe_.count(RUN_TESTS), 1);
 }
 
 async fn lint_all(channel: &Channel, calls: usize) -> usize {
