@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 mod support;
 
 use hdrhistogram::Histogram;
-use support::{free_port, mint, spawn};
+use support::{free_port, mint, nginx, spawn};
 use tonic::transport::{Channel, Endpoint};
 use umcp_proto::graph::v1::GetMetricsRequest;
 use umcp_proto::graph::v1::graph_service_client::GraphServiceClient;
@@ -175,12 +175,21 @@ async fn main() {
     let _gateway = gateway(gateway_port, true, 2);
     let _open_gateway = gateway(open_port, false, 2);
     let _single_gateway = gateway(single_port, true, 1);
-    let paths = [
+    let mut paths = vec![
         ("direct", format!("http://127.0.0.1:{graph_port}")),
         ("gateway", format!("http://127.0.0.1:{gateway_port}")),
         ("gw-noauth", format!("http://127.0.0.1:{open_port}")),
         ("gw-1conn", format!("http://127.0.0.1:{single_port}")),
     ];
+    // The peer: nginx proxying gRPC with no authentication at all (compare with gw-noauth).
+    let nginx_port = free_port();
+    let nginx_proc = nginx(data.path(), nginx_port, graph_port);
+    if nginx_proc.is_some() {
+        std::thread::sleep(Duration::from_millis(300));
+        paths.push(("nginx", format!("http://127.0.0.1:{nginx_port}")));
+    } else {
+        println!("nginx not installed: the peer column is skipped");
+    }
     // Warm every path (connections, allocator, caches) before measuring.
     for (_, url) in &paths {
         let _ = round(url, 1, connections, per_connection).await;
@@ -257,4 +266,14 @@ async fn main() {
         "summary: the 2-connection upstream pool gives {:.1}% of the 1-connection gateway's throughput",
         100.0 * g_rps / mean("gw-1conn", &Round::rps)
     );
+    if let Some(position) = paths.iter().position(|(name, _)| *name == "nginx") {
+        let n_rps = mean("nginx", &Round::rps);
+        println!(
+            "summary: nginx (grpc_pass, no auth) {n_rps:.0} req/s; the gateway with auth gives {:.1}% of it, without auth {:.1}%; nginx adds {:.3} ms p50 at one call in flight, the gateway {:.3} ms",
+            100.0 * g_rps / n_rps,
+            100.0 * o_rps / n_rps,
+            idle[position].p(0.5) - idle[0].p(0.5),
+            idle[1].p(0.5) - idle[0].p(0.5)
+        );
+    }
 }

@@ -67,3 +67,41 @@ pub(crate) fn mint(jwks: &Path, roles: &[&str]) -> String {
     };
     umcp_authz::jws::sign(&claims, "bench", &key)
 }
+
+/// The peer a user would otherwise put in front of the services: nginx as a plain gRPC proxy
+/// (`grpc_pass`, no authentication, no limits), listening on `port` and forwarding to
+/// `upstream`, or `None` when nginx is not installed (`UMCP_NGINX`, default `/usr/sbin/nginx`;
+/// `apt-get install nginx-light`).
+// Only `bench_gateway` uses the peer; each example compiles this module on its own.
+#[allow(dead_code)]
+pub(crate) fn nginx(dir: &Path, port: u16, upstream: u16) -> Option<Proc> {
+    let bin = std::env::var("UMCP_NGINX").unwrap_or_else(|_| "/usr/sbin/nginx".into());
+    if !Path::new(&bin).exists() {
+        return None;
+    }
+    let root = dir.join("nginx");
+    std::fs::create_dir_all(root.join("logs")).expect("nginx dir");
+    // Same shape as the gateway: one process per core, keep-alive HTTP/2 to the backend.
+    let conf = format!(
+        "worker_processes auto;\npid {root}/nginx.pid;\nerror_log {root}/logs/error.log error;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {root}/body;\n\
+           upstream graph {{ server 127.0.0.1:{upstream}; keepalive 32; }}\n\
+           server {{\n    listen 127.0.0.1:{port} http2;\n    http2_max_concurrent_streams 1024;\n\
+             location / {{ grpc_pass grpc://graph; }}\n  }}\n}}\n",
+        root = root.display()
+    );
+    let path = root.join("nginx.conf");
+    std::fs::write(&path, conf).expect("write nginx.conf");
+    let child = Command::new(&bin)
+        .arg("-p")
+        .arg(&root)
+        .arg("-c")
+        .arg(&path)
+        .args(["-g", "daemon off;"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    Some(Proc(child))
+}
