@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -75,7 +76,24 @@ impl GraphStore for CachedStore {
 
     async fn query(&self, query: ReadQuery) -> Result<QueryResult, StoreError> {
         let key = query_key(&query);
-        self.cached(&key, || self.inner.query(query)).await
+        let ran = AtomicBool::new(false);
+        let shared = self
+            .cached(&key, || {
+                ran.store(true, Ordering::Relaxed);
+                self.inner.query(query.clone())
+            })
+            .await;
+        match shared {
+            // Identical concurrent queries share one load, run under the first caller's
+            // deadline and admission share; a waiter is not given those errors but runs the
+            // query itself, under its own.
+            Err(StoreError::DeadlineExceeded(_) | StoreError::ResourceExhausted(_))
+                if !ran.load(Ordering::Relaxed) =>
+            {
+                self.inner.query(query).await
+            }
+            other => other,
+        }
     }
 
     async fn delete(&self, batch: DeleteBatch) -> Result<DeleteCounts, StoreError> {

@@ -20,7 +20,7 @@ use crate::support::{Client, admin_client, int, node, query};
 
 /// `UMCP_CACHE__MAX_STALENESS_MS`'s default.
 const BOUND: Duration = Duration::from_millis(50);
-/// What a loaded 2-core machine may add on top: polling (20 ms), a forked query, scheduling.
+/// What a loaded 2-core machine may add on top: a forked query's answer, scheduling.
 const SLACK: Duration = Duration::from_millis(150);
 /// Distinct cached queries: enough that their keys land on all three masters.
 const QUERIES: i64 = 30;
@@ -99,48 +99,66 @@ async fn writes_through_one_replica_are_seen_through_the_other_within_the_bound(
     let issuer = TestIssuer::new();
     let (_a_server, mut a) = replica(Arc::clone(&store), &issuer, redis.node_list()).await;
     let (_b_server, mut b) = replica(Arc::clone(&store), &issuer, redis.node_list()).await;
-    write_probe(&mut a, 0).await;
-    for i in 0..QUERIES {
-        assert_eq!(probe_value(&mut b, i).await, 0);
-    }
+    // B really answers from its cache: a write that bypasses both caches is not seen. (A
+    // starved replica that cannot confirm its generation reloads instead, so retry a few times
+    // on a loaded machine.)
+    let mut primed = 0;
+    let cached = eventually(Duration::from_secs(10), || {
+        primed += 1;
+        let (mut a, mut b, store) = (a.clone(), b.clone(), Arc::clone(&store));
+        async move {
+            write_probe(&mut a, 0).await;
+            for i in 0..QUERIES {
+                // within the staleness bound b may still answer an earlier try's value
+                let primed = eventually(Duration::from_secs(5), || {
+                    let mut b = b.clone();
+                    async move { probe_value(&mut b, i).await == 0 }
+                })
+                .await;
+                assert!(primed, "query {i} never saw 0 on b");
+            }
+            store
+                .upsert(umcp_store::UpsertBatch {
+                    nodes: vec![umcp_store::NodeInput {
+                        key: "probe".into(),
+                        labels: vec!["Probe".into()],
+                        properties: [("v".to_owned(), umcp_store::Value::Int(-1))].into(),
+                    }],
+                    rels: vec![],
+                })
+                .await
+                .expect("direct upsert");
+            probe_value(&mut b, 0).await == 0
+        }
+    })
+    .await;
+    assert!(cached, "b never answered from its cache ({primed} tries)");
 
-    // B really answers from its cache: a write that bypasses both caches is not seen.
-    store
-        .upsert(umcp_store::UpsertBatch {
-            nodes: vec![umcp_store::NodeInput {
-                key: "probe".into(),
-                labels: vec!["Probe".into()],
-                properties: [("v".to_owned(), umcp_store::Value::Int(-1))].into(),
-            }],
-            rels: vec![],
-        })
-        .await
-        .expect("direct upsert");
-    assert_eq!(probe_value(&mut b, 0).await, 0, "served from b's cache");
-
+    // Staleness: from the acknowledgement of A's write to the end of the last answer from B
+    // that still had the old value (B served it no later than that).
     let mut worst = Duration::ZERO;
     for round in 1..=10 {
         write_probe(&mut a, round).await;
         let acknowledged = Instant::now();
-        let seen_after = std::cell::Cell::new(None);
+        let last_stale = std::cell::Cell::new(Duration::ZERO);
         let seen = eventually(Duration::from_secs(5), || {
             let mut b = b.clone();
-            let seen_after = &seen_after;
+            let last_stale = &last_stale;
             async move {
                 let fresh = probe_value(&mut b, 0).await == round;
-                if fresh {
-                    seen_after.set(Some(acknowledged.elapsed()));
+                if !fresh {
+                    last_stale.set(acknowledged.elapsed());
                 }
                 fresh
             }
         })
         .await;
         assert!(seen, "round {round}: b never saw the write");
-        let staleness = seen_after.get().expect("recorded");
+        let staleness = last_stale.get();
         worst = worst.max(staleness);
         assert!(
             staleness <= BOUND + SLACK,
-            "round {round}: b answered stale for {staleness:?} after the write was acknowledged"
+            "round {round}: b answered stale {staleness:?} after the write was acknowledged"
         );
     }
     for i in 0..QUERIES {

@@ -55,16 +55,23 @@ impl Binary {
         caller_client(channel, &self.issuer, sub)
     }
 
-    /// Starts `cypher` as caller `sub` in the background.
+    /// Starts `cypher` as caller `sub` in the background. Each run gets its own (unused)
+    /// parameter: identical concurrent queries would share one load in the query cache, and
+    /// these tests need every run to be its own query child.
     fn spawn_query(
         &self,
         sub: &str,
         cypher: &'static str,
     ) -> tokio::task::JoinHandle<(Result<(), tonic::Status>, Duration)> {
+        static RUN: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
         let mut c = self.client(sub);
+        let mut req = query_req(cypher);
+        let run = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        req.parameters
+            .insert("run_id".into(), crate::support::int(run));
         tokio::spawn(async move {
             let t = Instant::now();
-            let r = c.query(query_req(cypher)).await.map(|_| ());
+            let r = c.query(req).await.map(|_| ());
             (r, t.elapsed())
         })
     }
