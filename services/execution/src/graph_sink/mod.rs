@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint};
 use tower::ServiceBuilder;
 use umcp_proto::graph::v1::graph_service_client::GraphServiceClient;
+use umcp_resilience::balance::{BalanceConfig, BalancedChannel, Configure};
 use umcp_resilience::breaker::{Breaker, BreakerConfig, CircuitBreaker, State, is_breaker_open};
 use umcp_resilience::retry::{Idempotency, Retrier, RetryConfig};
 use umcp_resilience::timeout::Timeout;
@@ -106,6 +107,8 @@ pub struct GraphSink {
     breaker: Breaker,
     retrier: Retrier,
     worker: JoinHandle<()>,
+    /// Keeps re-resolving the graph host while the sink lives.
+    _pool: BalancedChannel,
 }
 
 impl Drop for GraphSink {
@@ -124,11 +127,16 @@ impl GraphSink {
         options: GraphSinkOptions,
         credentials: Arc<dyn TokenProvider>,
     ) -> Result<Self, String> {
-        let channel = Endpoint::from_shared(options.url.clone())
-            .map_err(|e| format!("graph_url `{}` is invalid: {e}", options.url))?
-            .connect_timeout(Duration::from_secs(1))
-            .tcp_nodelay(true)
-            .connect_lazy();
+        // Balanced over every address of the graph host (a headless Service: one per pod),
+        // re-resolved live, so persistence load spreads over the graph replicas.
+        let configure: Configure = Arc::new(|endpoint: Endpoint| {
+            endpoint
+                .connect_timeout(Duration::from_secs(1))
+                .tcp_nodelay(true)
+        });
+        let pool = BalancedChannel::start(&options.url, BalanceConfig::default(), configure)
+            .map_err(|e| format!("graph_url `{}` is invalid: {e}", options.url))?;
+        let channel = pool.channel();
         let breaker = Breaker::new("graph", options.breaker.clone());
         let stack: Stack = ServiceBuilder::new()
             .layer(CircuitBreakerLayer::new(
@@ -158,6 +166,7 @@ impl GraphSink {
             breaker,
             retrier,
             worker,
+            _pool: pool,
         })
     }
 
