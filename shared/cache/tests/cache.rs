@@ -215,6 +215,17 @@ async fn redis_killed_midway_keeps_answering() {
         assert!(got.is_some());
     }
     server.kill();
+    // The generation cannot be confirmed any more: entries older than the bound are not served.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let reloaded = cache
+        .get_with("k0", || load_counted(&calls, "fresh", Duration::ZERO))
+        .await
+        .expect("never an error without redis");
+    assert_eq!(
+        reloaded,
+        Some(Bytes::from_static(b"fresh")),
+        "no stale L1 answer"
+    );
     let bounded = tokio::time::timeout(Duration::from_secs(10), async {
         for round in 0..40 {
             let key = format!("k{}", round % 10);
@@ -222,7 +233,7 @@ async fn redis_killed_midway_keeps_answering() {
                 .get_with(&key, || load_counted(&calls, "v", Duration::ZERO))
                 .await
                 .expect("never an error without redis");
-            assert_eq!(got, Some(Bytes::from_static(b"v")));
+            assert!(got.is_some());
             if round % 10 == 0 {
                 cache.invalidate_all().await;
             }
@@ -277,4 +288,40 @@ async fn on_a_cluster_the_generation_stays_confirmed() {
     }
     let stats = cache.stats();
     assert_eq!((stats.loads, stats.l1_hits), (1, 1), "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flushall_resets_the_generation_everywhere() {
+    let server = RedisServer::start();
+    let ns = unique("flush");
+    let a = TwoTier::new(
+        &ns,
+        CacheConfig::default(),
+        Some(redis_at(server.url()).await),
+    )
+    .await;
+    let b = TwoTier::new(
+        &ns,
+        CacheConfig::default(),
+        Some(redis_at(server.url()).await),
+    )
+    .await;
+    for _ in 0..3 {
+        a.invalidate_all().await;
+    }
+    let calls = AtomicU64::new(0);
+    let synced = eventually(PATIENCE, || async { b.stats().generation == 3 }).await;
+    assert!(synced, "b follows a's bumps");
+    b.get_with("k", || load_counted(&calls, "old", Duration::ZERO))
+        .await
+        .expect("ok");
+    assert_eq!(server.cli(&["flushall"]).trim(), "OK");
+    // Redis lost the counter: b takes the smaller generation and drops what it had.
+    let reset = eventually(PATIENCE, || async { b.stats().generation == 0 }).await;
+    assert!(reset, "b adopted the reset generation: {:?}", b.stats());
+    let got = b
+        .get_with("k", || load_counted(&calls, "new", Duration::ZERO))
+        .await
+        .expect("ok");
+    assert_eq!(got, Some(Bytes::from_static(b"new")));
 }
