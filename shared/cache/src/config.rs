@@ -20,7 +20,7 @@ pub struct CacheConfig {
     /// Lifetime of a cached "missing" answer, in ms (`UMCP_CACHE__NEGATIVE_TTL_MS`,
     /// 1..=ttl_ms, default 5000).
     pub negative_ttl_ms: u64,
-    /// Lifetime of L1 entries while Redis is not configured or not answering, in ms
+    /// Lifetime of L1 entries while a configured Redis is not answering, in ms
     /// (`UMCP_CACHE__DEGRADED_TTL_MS`, 1..=ttl_ms, default 1000): replicas cannot tell each
     /// other about writes then, so their answers age out quickly.
     pub degraded_ttl_ms: u64,

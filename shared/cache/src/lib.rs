@@ -9,9 +9,10 @@
 //! replica that has not confirmed its generation within `max_staleness_ms` serves only L1
 //! entries younger than that, so an acknowledged write is never answered stale for longer.
 //!
-//! Redis absent or failing costs no errors: reads fall back to L1 and the loader with the
-//! short `degraded_ttl_ms`; every Redis call is bounded by `umcp_redis`'s command timeout and
-//! breaker.
+//! Redis failing costs no errors: reads fall back to L1 and the loader with the short
+//! `degraded_ttl_ms`; every Redis call is bounded by `umcp_redis`'s command timeout and breaker.
+//! Without Redis configured the process is its own only replica: its local generation is exact,
+//! so entries keep their normal TTL.
 
 #![warn(missing_docs)]
 
@@ -320,7 +321,8 @@ impl Inner {
         Fut: Future<Output = Result<Loaded, E>>,
     {
         let started = Instant::now();
-        let mut degraded = self.redis.is_none();
+        // Only a configured Redis that fails degrades: without one the local generation is exact.
+        let mut degraded = false;
         if let Some(redis) = &self.redis {
             let l2_key = self.l2_key(redis, generation, key);
             let got = redis
