@@ -45,6 +45,7 @@ proto-lint: buf
 	cd proto && ../$(BUF) lint
 
 bench: tools
+	scripts/install-tools.sh nginx
 	scripts/bench.sh
 
 ## tools: everything the tests need that is not a Rust crate, installed locally (no global state)

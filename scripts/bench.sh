@@ -20,4 +20,6 @@ run sandbox "sandbox overhead: python print(1) sandboxed vs bare" "$bin/sandbox_
 run execute "end-to-end Execute through the gateway vs direct" "$bin/bench_execute" 200
 [ -x "$bin/bench_breaker" ] && run breaker "circuit breaker: rejection while open, closed overhead" "$bin/bench_breaker"
 [ -x "$bin/audit_bench" ] && run audit "audit: durable append and query on 1M events" "$bin/audit_bench"
+run cache "two-tier cache: L1 hit, L2 (Redis) hit" "$bin/latency"
+run ratelimit "rate-limit decision: in process, Redis, Redis killed (local fallback)" "$bin/decision_latency" 20000
 echo "== raw output in bench-out/"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the non-Rust tools the tests use, inside the repository (.tools/, .venv/), so a fresh
 # machine with only the Rust toolchain, Node/npm and Python can run `make test`.
-# Usage: install-tools.sh buf|venv|redis
+# Usage: install-tools.sh buf|venv|redis|nginx
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,8 +41,14 @@ case "${1:-}" in
     # Tests start their own standalone Redis and a 3-master + 3-replica cluster from these.
     { need redis-server && need redis-cli; } || apt_install redis-server redis-tools
     ;;
+  nginx)
+    # The peer in the gateway benchmark (a plain gRPC proxy); never started as a service.
+    # The package starts a system nginx on :80; the benchmark runs its own, so stop that one.
+    [ -x /usr/sbin/nginx ] || { apt_install nginx-light && { service nginx stop >/dev/null 2>&1 || true; }; } \
+      || echo "install-tools: nginx missing; the peer column is skipped" >&2
+    ;;
   *)
-    echo "usage: $0 buf|venv|redis" >&2
+    echo "usage: $0 buf|venv|redis|nginx" >&2
     exit 2
     ;;
 esac

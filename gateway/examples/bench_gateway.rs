@@ -3,7 +3,9 @@
 //! own authentication off (`UMCP_REQUIRE_AUTH=false`; the graph service still verifies), under
 //! the same concurrent load, in one run; plus `gw-1conn`, a gateway whose upstream pool keeps one
 //! HTTP/2 connection to the graph service instead of the default two
-//! (`UMCP_UPSTREAM__CONNECTIONS_PER_ENDPOINT=1`), to show what the pool buys. Every call carries a real EdDSA token; the processes
+//! (`UMCP_UPSTREAM__CONNECTIONS_PER_ENDPOINT=1`), to show what the pool buys; `gw-limits`, a gateway
+//! with rate limits decided in a real `redis-server` (budget never reached); and `nginx`
+//! (`grpc_pass`, no authentication), the peer, when installed. Every call carries a real EdDSA token; the processes
 //! read the matching JWKS from a file, so no auth service sits on the request path (it never
 //! does: verification is local).
 //!
@@ -148,39 +150,58 @@ async fn main() {
             ("UMCP_LOG__FILTER", "error".into()),
         ],
     );
-    let gateway = |port: u16, require_auth: bool, connections: usize| {
-        spawn(
-            "umcp-gateway",
-            &[
-                ("UMCP_LISTEN", format!("127.0.0.1:{port}")),
-                (
-                    "UMCP_BACKENDS__GRAPH",
-                    format!("http://127.0.0.1:{graph_port}"),
-                ),
-                ("UMCP_BACKENDS__AUTH", String::new()),
-                ("UMCP_BACKENDS__EXECUTION", String::new()),
-                ("UMCP_BACKENDS__AUDIT", String::new()),
-                ("UMCP_AUTH__JWKS_FILE", jwks.clone()),
-                ("UMCP_REQUIRE_AUTH", require_auth.to_string()),
-                // One principal sends the whole load: measure the path, not the limiter.
-                ("UMCP_RATE_LIMITS__ENABLED", "false".into()),
-                (
-                    "UMCP_UPSTREAM__CONNECTIONS_PER_ENDPOINT",
-                    connections.to_string(),
-                ),
-                ("UMCP_LOG__FILTER", "error".into()),
-            ],
-        )
+    let gateway = |port: u16, require_auth: bool, connections: usize, limits: Option<&str>| {
+        let mut env = vec![
+            ("UMCP_LISTEN", format!("127.0.0.1:{port}")),
+            (
+                "UMCP_BACKENDS__GRAPH",
+                format!("http://127.0.0.1:{graph_port}"),
+            ),
+            ("UMCP_BACKENDS__AUTH", String::new()),
+            ("UMCP_BACKENDS__EXECUTION", String::new()),
+            ("UMCP_BACKENDS__AUDIT", String::new()),
+            ("UMCP_AUTH__JWKS_FILE", jwks.clone()),
+            ("UMCP_REQUIRE_AUTH", require_auth.to_string()),
+            // One principal sends the whole load: measure the path, not the limiter.
+            ("UMCP_RATE_LIMITS__ENABLED", "false".into()),
+            (
+                "UMCP_UPSTREAM__CONNECTIONS_PER_ENDPOINT",
+                connections.to_string(),
+            ),
+            ("UMCP_LOG__FILTER", "error".into()),
+        ];
+        if let Some(redis_url) = limits {
+            // Limits on, decided in Redis, with a budget the load never reaches: the cost of
+            // one GCRA round trip per call, not of refusals.
+            env.retain(|(k, _)| *k != "UMCP_RATE_LIMITS__ENABLED");
+            env.extend([
+                ("UMCP_REDIS__URL", redis_url.to_owned()),
+                ("UMCP_RATE_LIMITS__QUERY__LIMIT", "1000000".into()),
+                ("UMCP_RATE_LIMITS__QUERY__PERIOD_SECS", "1".into()),
+            ]);
+        }
+        spawn("umcp-gateway", &env)
     };
-    let _gateway = gateway(gateway_port, true, 2);
-    let _open_gateway = gateway(open_port, false, 2);
-    let _single_gateway = gateway(single_port, true, 1);
+    let _gateway = gateway(gateway_port, true, 2, None);
+    let _open_gateway = gateway(open_port, false, 2, None);
+    let _single_gateway = gateway(single_port, true, 1, None);
+    // A real redis-server for the limits-on path (skipped when it is not installed).
+    let redis = umcp_testkit::redis::available().then(umcp_testkit::redis::RedisServer::start);
+    let limits_port = free_port();
+    let _limits_gateway = redis
+        .as_ref()
+        .map(|r| gateway(limits_port, true, 2, Some(&r.url())));
     let mut paths = vec![
         ("direct", format!("http://127.0.0.1:{graph_port}")),
         ("gateway", format!("http://127.0.0.1:{gateway_port}")),
         ("gw-noauth", format!("http://127.0.0.1:{open_port}")),
         ("gw-1conn", format!("http://127.0.0.1:{single_port}")),
     ];
+    if redis.is_some() {
+        paths.push(("gw-limits", format!("http://127.0.0.1:{limits_port}")));
+    } else {
+        println!("redis-server not installed: the limits-on path is skipped");
+    }
     // The peer: nginx proxying gRPC with no authentication at all (compare with gw-noauth).
     let nginx_port = free_port();
     let nginx_proc = nginx(data.path(), nginx_port, graph_port);
@@ -266,6 +287,12 @@ async fn main() {
         "summary: the 2-connection upstream pool gives {:.1}% of the 1-connection gateway's throughput",
         100.0 * g_rps / mean("gw-1conn", &Round::rps)
     );
+    if paths.iter().any(|(name, _)| *name == "gw-limits") {
+        println!(
+            "summary: rate limits on (GCRA in Redis per call) keep {:.1}% of the gateway's throughput with limits off (target >= 90%)",
+            100.0 * mean("gw-limits", &Round::rps) / g_rps
+        );
+    }
     if let Some(position) = paths.iter().position(|(name, _)| *name == "nginx") {
         let n_rps = mean("nginx", &Round::rps);
         println!(

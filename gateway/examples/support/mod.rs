@@ -74,7 +74,7 @@ pub(crate) fn mint(jwks: &Path, roles: &[&str]) -> String {
 /// `apt-get install nginx-light`).
 // Only `bench_gateway` uses the peer; each example compiles this module on its own.
 #[allow(dead_code)]
-pub(crate) fn nginx(dir: &Path, port: u16, upstream: u16) -> Option<Proc> {
+pub(crate) fn nginx(dir: &Path, port: u16, upstream: u16) -> Option<Nginx> {
     let bin = std::env::var("UMCP_NGINX").unwrap_or_else(|_| "/usr/sbin/nginx".into());
     if !Path::new(&bin).exists() {
         return None;
@@ -103,5 +103,35 @@ pub(crate) fn nginx(dir: &Path, port: u16, upstream: u16) -> Option<Proc> {
         .stderr(Stdio::null())
         .spawn()
         .ok()?;
-    Some(Proc(child))
+    Some(Nginx {
+        _master: Proc(child),
+        stop: vec![
+            bin,
+            "-p".into(),
+            root.display().to_string(),
+            "-c".into(),
+            path.display().to_string(),
+            "-s".into(),
+            "stop".into(),
+        ],
+    })
+}
+
+/// A running nginx: stopped with `nginx -s stop` when dropped, so its workers exit too (a
+/// killed master leaves them running).
+#[allow(dead_code)]
+pub(crate) struct Nginx {
+    _master: Proc,
+    stop: Vec<String>,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.stop[0])
+            .args(&self.stop[1..])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
