@@ -81,13 +81,16 @@ pub(crate) fn nginx(dir: &Path, port: u16, upstream: u16) -> Option<Nginx> {
     }
     let root = dir.join("nginx");
     std::fs::create_dir_all(root.join("logs")).expect("nginx dir");
-    // Same shape as the gateway: one process per core, keep-alive HTTP/2 to the backend.
+    // Same shape as the gateway: one process per core, keep-alive HTTP/2 to the backend, and no
+    // per-connection request cap (nginx closes a client connection after 1000 requests by
+    // default, which the load generator would count as errors).
     let conf = format!(
         "worker_processes auto;\npid {root}/nginx.pid;\nerror_log {root}/logs/error.log error;\n\
          events {{ worker_connections 4096; }}\n\
          http {{\n  access_log off;\n  client_body_temp_path {root}/body;\n\
-           upstream graph {{ server 127.0.0.1:{upstream}; keepalive 32; }}\n\
+           upstream graph {{ server 127.0.0.1:{upstream}; keepalive 32; keepalive_requests 1000000000; }}\n\
            server {{\n    listen 127.0.0.1:{port} http2;\n    http2_max_concurrent_streams 1024;\n\
+             keepalive_requests 1000000000; keepalive_timeout 300s;\n\
              location / {{ grpc_pass grpc://graph; }}\n  }}\n}}\n",
         root = root.display()
     );
