@@ -27,8 +27,9 @@ mod support;
 use hdrhistogram::Histogram;
 use support::{free_port, mint, nginx, spawn};
 use tonic::transport::{Channel, Endpoint};
-use umcp_proto::graph::v1::GetMetricsRequest;
+use umcp_proto::common::v1::{Value, value::Kind};
 use umcp_proto::graph::v1::graph_service_client::GraphServiceClient;
+use umcp_proto::graph::v1::{GetMetricsRequest, NodeInput, QueryRequest, UpsertRequest};
 
 struct Round {
     requests: u64,
@@ -47,6 +48,72 @@ impl Round {
 }
 
 static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The RPC a round sends.
+#[derive(Clone, Copy)]
+enum Call {
+    /// `GetMetrics`: the cheapest call there is.
+    Metrics,
+    /// `Query`: a read over 500 nodes, the work the graph cache saves.
+    Query,
+}
+
+const QUERY: &str = "MATCH (n:Item) WHERE n.n >= $min RETURN n.key, n.n ORDER BY n.n LIMIT 20";
+
+fn authorized<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let value = format!("Bearer {}", TOKEN.get().expect("token minted"));
+    request
+        .metadata_mut()
+        .insert("authorization", value.parse().expect("ascii token"));
+    request
+}
+
+async fn send(client: &mut GraphServiceClient<Channel>, call: Call) -> Result<(), tonic::Status> {
+    match call {
+        Call::Metrics => client.get_metrics(request()).await.map(drop),
+        Call::Query => {
+            let parameters = [(
+                "min".to_owned(),
+                Value {
+                    kind: Some(Kind::IntValue(250)),
+                },
+            )]
+            .into();
+            let query = QueryRequest {
+                cypher: QUERY.into(),
+                parameters,
+                row_limit: 20,
+            };
+            client.query(authorized(query)).await.map(drop)
+        }
+    }
+}
+
+/// Writes the 500 `Item` nodes [`QUERY`] reads.
+async fn seed(url: &str) {
+    let nodes = (0..500)
+        .map(|i| NodeInput {
+            key: format!("item_{i}"),
+            labels: vec!["Item".into()],
+            properties: [(
+                "n".to_owned(),
+                Value {
+                    kind: Some(Kind::IntValue(i)),
+                },
+            )]
+            .into(),
+        })
+        .collect();
+    let mut client = GraphServiceClient::new(connect(url).await);
+    client
+        .upsert(authorized(UpsertRequest {
+            nodes,
+            relationships: Vec::new(),
+        }))
+        .await
+        .expect("seed upsert");
+}
 
 fn request() -> tonic::Request<GetMetricsRequest> {
     let mut request = tonic::Request::new(GetMetricsRequest {});
@@ -73,7 +140,13 @@ async fn connect(url: &str) -> Channel {
     panic!("{url} never answered GetMetrics");
 }
 
-async fn round(url: &str, seconds: u64, connections: usize, per_connection: usize) -> Round {
+async fn round(
+    url: &str,
+    call: Call,
+    seconds: u64,
+    connections: usize,
+    per_connection: usize,
+) -> Round {
     let mut channels = Vec::new();
     for _ in 0..connections {
         channels.push(connect(url).await);
@@ -91,7 +164,7 @@ async fn round(url: &str, seconds: u64, connections: usize, per_connection: usiz
                 let (mut ok, mut errors) = (0u64, 0u64);
                 while !stop.load(Ordering::Relaxed) {
                     let t = Instant::now();
-                    match client.get_metrics(request()).await {
+                    match send(&mut client, call).await {
                         Ok(_) => {
                             ok += 1;
                             let micros = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -150,47 +223,48 @@ async fn main() {
             ("UMCP_LOG__FILTER", "error".into()),
         ],
     );
-    let gateway = |port: u16, require_auth: bool, connections: usize, limits: Option<&str>| {
-        let mut env = vec![
-            ("UMCP_LISTEN", format!("127.0.0.1:{port}")),
-            (
-                "UMCP_BACKENDS__GRAPH",
-                format!("http://127.0.0.1:{graph_port}"),
-            ),
-            ("UMCP_BACKENDS__AUTH", String::new()),
-            ("UMCP_BACKENDS__EXECUTION", String::new()),
-            ("UMCP_BACKENDS__AUDIT", String::new()),
-            ("UMCP_AUTH__JWKS_FILE", jwks.clone()),
-            ("UMCP_REQUIRE_AUTH", require_auth.to_string()),
-            // One principal sends the whole load: measure the path, not the limiter.
-            ("UMCP_RATE_LIMITS__ENABLED", "false".into()),
-            (
-                "UMCP_UPSTREAM__CONNECTIONS_PER_ENDPOINT",
-                connections.to_string(),
-            ),
-            ("UMCP_LOG__FILTER", "error".into()),
-        ];
-        if let Some(redis_url) = limits {
-            // Limits on, decided in Redis, with a budget the load never reaches: the cost of
-            // one GCRA round trip per call, not of refusals.
-            env.retain(|(k, _)| *k != "UMCP_RATE_LIMITS__ENABLED");
-            env.extend([
-                ("UMCP_REDIS__URL", redis_url.to_owned()),
-                ("UMCP_RATE_LIMITS__QUERY__LIMIT", "1000000".into()),
-                ("UMCP_RATE_LIMITS__QUERY__PERIOD_SECS", "1".into()),
-            ]);
-        }
-        spawn("umcp-gateway", &env)
-    };
-    let _gateway = gateway(gateway_port, true, 2, None);
-    let _open_gateway = gateway(open_port, false, 2, None);
-    let _single_gateway = gateway(single_port, true, 1, None);
+    let gateway =
+        |port: u16, backend: u16, require_auth: bool, connections: usize, limits: Option<&str>| {
+            let mut env = vec![
+                ("UMCP_LISTEN", format!("127.0.0.1:{port}")),
+                (
+                    "UMCP_BACKENDS__GRAPH",
+                    format!("http://127.0.0.1:{backend}"),
+                ),
+                ("UMCP_BACKENDS__AUTH", String::new()),
+                ("UMCP_BACKENDS__EXECUTION", String::new()),
+                ("UMCP_BACKENDS__AUDIT", String::new()),
+                ("UMCP_AUTH__JWKS_FILE", jwks.clone()),
+                ("UMCP_REQUIRE_AUTH", require_auth.to_string()),
+                // One principal sends the whole load: measure the path, not the limiter.
+                ("UMCP_RATE_LIMITS__ENABLED", "false".into()),
+                (
+                    "UMCP_UPSTREAM__CONNECTIONS_PER_ENDPOINT",
+                    connections.to_string(),
+                ),
+                ("UMCP_LOG__FILTER", "error".into()),
+            ];
+            if let Some(redis_url) = limits {
+                // Limits on, decided in Redis, with a budget the load never reaches: the cost of
+                // one GCRA round trip per call, not of refusals.
+                env.retain(|(k, _)| *k != "UMCP_RATE_LIMITS__ENABLED");
+                env.extend([
+                    ("UMCP_REDIS__URL", redis_url.to_owned()),
+                    ("UMCP_RATE_LIMITS__QUERY__LIMIT", "1000000".into()),
+                    ("UMCP_RATE_LIMITS__QUERY__PERIOD_SECS", "1".into()),
+                ]);
+            }
+            spawn("umcp-gateway", &env)
+        };
+    let _gateway = gateway(gateway_port, graph_port, true, 2, None);
+    let _open_gateway = gateway(open_port, graph_port, false, 2, None);
+    let _single_gateway = gateway(single_port, graph_port, true, 1, None);
     // A real redis-server for the limits-on path (skipped when it is not installed).
     let redis = umcp_testkit::redis::available().then(umcp_testkit::redis::RedisServer::start);
     let limits_port = free_port();
     let _limits_gateway = redis
         .as_ref()
-        .map(|r| gateway(limits_port, true, 2, Some(&r.url())));
+        .map(|r| gateway(limits_port, graph_port, true, 2, Some(&r.url())));
     let mut paths = vec![
         ("direct", format!("http://127.0.0.1:{graph_port}")),
         ("gateway", format!("http://127.0.0.1:{gateway_port}")),
@@ -213,7 +287,7 @@ async fn main() {
     }
     // Warm every path (connections, allocator, caches) before measuring.
     for (_, url) in &paths {
-        let _ = round(url, 1, connections, per_connection).await;
+        let _ = round(url, Call::Metrics, 1, connections, per_connection).await;
     }
 
     println!(
@@ -226,7 +300,7 @@ async fn main() {
     let mut results: Vec<(&str, Round)> = Vec::new();
     for r in 1..=2 {
         for (name, url) in &paths {
-            let result = round(url, seconds, connections, per_connection).await;
+            let result = round(url, Call::Metrics, seconds, connections, per_connection).await;
             println!(
                 "{:<10} {:>5} {:>10.0} {:>9.3} {:>9.3} {:>7}",
                 name,
@@ -260,7 +334,7 @@ async fn main() {
     println!("latency, 1 connection x 1 in flight, {seconds} s per path");
     let mut idle = Vec::new();
     for (name, url) in &paths {
-        let result = round(url, seconds, 1, 1).await;
+        let result = round(url, Call::Metrics, seconds, 1, 1).await;
         println!(
             "{name:<10} p50 {:.3} ms  p99 {:.3} ms",
             result.p(0.5),
@@ -286,6 +360,58 @@ async fn main() {
     println!(
         "summary: the 2-connection upstream pool gives {:.1}% of the 1-connection gateway's throughput",
         100.0 * g_rps / mean("gw-1conn", &Round::rps)
+    );
+    // Cached vs uncached `Query` through the gateway: the same graph binary with its cache off
+    // (`UMCP_CACHE__ENABLED=false`) behind a gateway of its own, both seeded alike.
+    let uncached_port = free_port();
+    let _uncached_graph = spawn(
+        "umcp-graph",
+        &[
+            ("UMCP_LISTEN", format!("127.0.0.1:{uncached_port}")),
+            (
+                "UMCP_DATA_DIR",
+                data.path().join("graph-uncached").display().to_string(),
+            ),
+            ("UMCP_AUTH__JWKS_FILE", jwks.clone()),
+            ("UMCP_CACHE__ENABLED", "false".into()),
+            ("UMCP_LOG__FILTER", "error".into()),
+        ],
+    );
+    let uncached_gateway_port = free_port();
+    let _uncached_gateway = gateway(uncached_gateway_port, uncached_port, true, 2, None);
+    let query_paths = [
+        ("cached", format!("http://127.0.0.1:{gateway_port}")),
+        (
+            "uncached",
+            format!("http://127.0.0.1:{uncached_gateway_port}"),
+        ),
+    ];
+    for (_, url) in &query_paths {
+        seed(url).await;
+        let _ = round(url, Call::Query, 1, connections, per_connection).await;
+    }
+    println!("Query ({QUERY}) through the gateway, graph cache on vs off, {seconds} s per round");
+    let mut query_rps = [0.0f64; 2];
+    for r in 1..=2 {
+        for (i, (name, url)) in query_paths.iter().enumerate() {
+            let result = round(url, Call::Query, seconds, connections, per_connection).await;
+            println!(
+                "{:<10} {:>5} {:>10.0} {:>9.3} {:>9.3} {:>7}",
+                name,
+                r,
+                result.rps(),
+                result.p(0.5),
+                result.p(0.99),
+                result.errors
+            );
+            query_rps[i] += result.rps() / 2.0;
+        }
+    }
+    println!(
+        "summary: cached Query {:.0} req/s vs uncached {:.0} req/s through the gateway: {:.1}x (target >= 5x)",
+        query_rps[0],
+        query_rps[1],
+        query_rps[0] / query_rps[1]
     );
     if paths.iter().any(|(name, _)| *name == "gw-limits") {
         println!(
