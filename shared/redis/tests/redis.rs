@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use umcp_redis::fred::interfaces::KeysInterface;
 use umcp_redis::{Redis, RedisConfig, RedisError};
-use umcp_testkit::redis::{RedisServer, cluster, standalone};
+use umcp_testkit::redis::{RedisCluster, RedisServer, cluster, standalone};
 
 async fn connect(config: RedisConfig) -> Redis {
     Redis::connect(&config)
@@ -155,4 +155,63 @@ async fn start_up_with_redis_down_does_not_fail() {
         .call("get", |c| async move { c.get(&key).await })
         .await;
     assert!(result.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_master_fails_over_and_calls_recover() {
+    let mut cluster = RedisCluster::start();
+    let redis = connect(RedisConfig {
+        cluster_nodes: cluster.node_list(),
+        breaker_open_ms: 100,
+        ..RedisConfig::default()
+    })
+    .await;
+    let keys: Vec<String> = (0..30)
+        .map(|i| redis.key(&format!("test:failover:{i}")))
+        .collect();
+    for (i, key) in keys.iter().enumerate() {
+        let key = key.clone();
+        redis
+            .call("set", |c| async move {
+                c.set::<(), _, _>(&key, i, None, None, false).await
+            })
+            .await
+            .unwrap();
+    }
+    // Let the replicas catch up (replication is asynchronous), then crash one master.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let master = cluster.masters()[0];
+    cluster.nodes[master].kill();
+    let started = Instant::now();
+    let mut recovered_after = None;
+    while started.elapsed() < Duration::from_secs(30) {
+        let mut all_ok = true;
+        for (i, key) in keys.iter().enumerate() {
+            let call_started = Instant::now();
+            let key = key.clone();
+            let value: Result<Option<usize>, _> = redis
+                .call("get", |c| async move { c.get(&key).await })
+                .await;
+            // During the failover every call is bounded: an error, never a hang.
+            assert!(call_started.elapsed() < Duration::from_secs(2));
+            match value {
+                Ok(found) => assert_eq!(found, Some(i), "key {i} after failover"),
+                Err(error) => {
+                    if started.elapsed() > Duration::from_secs(25) {
+                        eprintln!("key {i}: {error}; masters {:?}", cluster.masters());
+                    }
+                    all_ok = false;
+                }
+            }
+        }
+        if all_ok {
+            recovered_after = Some(started.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let recovered_after = recovered_after.expect("calls recover after the replica takes over");
+    // For the record (the replica is promoted after the 1 s node timeout; ~3.4 s here).
+    eprintln!("all keys readable again {recovered_after:?} after the master was killed");
+    assert_eq!(cluster.masters().len(), 3, "a replica was promoted");
 }

@@ -217,6 +217,10 @@ impl RedisCluster {
                         "nodes.conf",
                         "--cluster-node-timeout",
                         "1000",
+                        // A replica promotes itself however long its link was down: tests
+                        // kill masters moments after the cluster formed.
+                        "--cluster-replica-validity-factor",
+                        "0",
                     ],
                 )
             })
@@ -255,18 +259,24 @@ impl RedisCluster {
             .collect()
     }
 
-    /// Waits until every live node reports `cluster_state:ok` (after creation or a failover).
+    /// Waits until every live node reports `cluster_state:ok` and every replica has finished
+    /// its sync with its master (after creation or a failover), so a killed master's data
+    /// survives in its replica.
     ///
     /// # Panics
     /// When that does not happen within 30 s.
     pub fn wait_until_ok(&self) {
         let started = Instant::now();
         while started.elapsed() < START_TIMEOUT {
-            let ok = self
-                .nodes
-                .iter()
-                .filter(|n| n.stdin.is_some())
-                .all(|n| n.cli(&["cluster", "info"]).contains("cluster_state:ok"));
+            let ok = self.nodes.iter().filter(|n| n.stdin.is_some()).all(|n| {
+                let role = n.cli(&["role"]);
+                let synced = !role.starts_with("slave")
+                    || role
+                        .lines()
+                        .nth(3)
+                        .is_some_and(|state| state.trim() == "connected");
+                synced && n.cli(&["cluster", "info"]).contains("cluster_state:ok")
+            });
             if ok {
                 return;
             }
