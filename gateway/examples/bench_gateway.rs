@@ -211,18 +211,20 @@ async fn main() {
     let jwks = jwks.display().to_string();
     let (graph_port, gateway_port, open_port, single_port) =
         (free_port(), free_port(), free_port(), free_port());
-    let _graph = spawn(
-        "umcp-graph",
-        &[
-            ("UMCP_LISTEN", format!("127.0.0.1:{graph_port}")),
-            (
-                "UMCP_DATA_DIR",
-                data.path().join("graph").display().to_string(),
-            ),
-            ("UMCP_AUTH__JWKS_FILE", jwks.clone()),
-            ("UMCP_LOG__FILTER", "error".into()),
-        ],
-    );
+    // A graph service on `port` with its own data directory, its cache on or off.
+    let graph = |port: u16, dir: &str, cache: bool| {
+        spawn(
+            "umcp-graph",
+            &[
+                ("UMCP_LISTEN", format!("127.0.0.1:{port}")),
+                ("UMCP_DATA_DIR", data.path().join(dir).display().to_string()),
+                ("UMCP_AUTH__JWKS_FILE", jwks.clone()),
+                ("UMCP_CACHE__ENABLED", cache.to_string()),
+                ("UMCP_LOG__FILTER", "error".into()),
+            ],
+        )
+    };
+    let _graph = graph(graph_port, "graph", true);
     let gateway =
         |port: u16, backend: u16, require_auth: bool, connections: usize, limits: Option<&str>| {
             let mut env = vec![
@@ -364,19 +366,7 @@ async fn main() {
     // Cached vs uncached `Query` through the gateway: the same graph binary with its cache off
     // (`UMCP_CACHE__ENABLED=false`) behind a gateway of its own, both seeded alike.
     let uncached_port = free_port();
-    let _uncached_graph = spawn(
-        "umcp-graph",
-        &[
-            ("UMCP_LISTEN", format!("127.0.0.1:{uncached_port}")),
-            (
-                "UMCP_DATA_DIR",
-                data.path().join("graph-uncached").display().to_string(),
-            ),
-            ("UMCP_AUTH__JWKS_FILE", jwks.clone()),
-            ("UMCP_CACHE__ENABLED", "false".into()),
-            ("UMCP_LOG__FILTER", "error".into()),
-        ],
-    );
+    let _uncached_graph = graph(uncached_port, "graph-uncached", false);
     let uncached_gateway_port = free_port();
     let _uncached_gateway = gateway(uncached_gateway_port, uncached_port, true, 2, None);
     let query_paths = [
