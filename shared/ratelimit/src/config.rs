@@ -159,9 +159,9 @@ impl RateLimitConfig {
     }
 
     /// `redis` with its command timeout cut to [`Self::redis_timeout_ms`], for a process whose
-    /// Redis serves the limiter: a command past the limiter's budget then counts as a failure
-    /// against the Redis breaker, which opens and lets decisions skip Redis at once (a timeout
-    /// of the limiter alone is not counted).
+    /// Redis serves the limiter: fred itself then gives up on a command at the limiter's budget,
+    /// so nothing queues behind a slow Redis (each decision's own budget goes through
+    /// `Redis::call_within`, whose timeouts count against the Redis breaker).
     #[must_use]
     pub fn redis_config(&self, redis: &umcp_redis::RedisConfig) -> umcp_redis::RedisConfig {
         umcp_redis::RedisConfig {

@@ -59,17 +59,13 @@ pub async fn check(
         rate.limit.to_string(),
         cost.to_string(),
     ];
-    let call = redis.call("rate_limit", |client| async move {
-        SCRIPT
-            .evalsha_with_reload::<Vec<i64>, _, _>(&client, key, args)
-            .await
-    });
-    let reply = tokio::time::timeout(timeout, call)
-        .await
-        .map_err(|_elapsed| RedisError::Timeout {
-            op: "rate_limit",
-            after: timeout,
-        })??;
+    let reply = redis
+        .call_within("rate_limit", timeout, |client| async move {
+            SCRIPT
+                .evalsha_with_reload::<Vec<i64>, _, _>(&client, key, args)
+                .await
+        })
+        .await?;
     match reply.as_slice() {
         &[allowed, remaining, retry_after, reset_after] => Ok(Outcome {
             allowed: allowed == 1,

@@ -143,20 +143,36 @@ impl Redis {
         F: FnOnce(Client) -> Fut,
         Fut: Future<Output = Result<T, FredError>>,
     {
+        self.call_within(op, self.inner.timeout, f).await
+    }
+
+    /// [`Self::call`] with a caller's own budget, shorter than the command timeout (a rate-limit
+    /// decision has 15 ms); running past it counts against the breaker like any timeout.
+    ///
+    /// # Errors
+    /// See [`RedisError`].
+    pub async fn call_within<T, F, Fut>(
+        &self,
+        op: &'static str,
+        budget: Duration,
+        f: F,
+    ) -> Result<T, RedisError>
+    where
+        F: FnOnce(Client) -> Fut,
+        Fut: Future<Output = Result<T, FredError>>,
+    {
+        let budget = budget.min(self.inner.timeout);
         let permit = self
             .inner
             .breaker
             .try_acquire()
             .map_err(|_open| RedisError::BreakerOpen)?;
         let client = self.inner.pool.next_connected().clone();
-        let result = match tokio::time::timeout(self.inner.timeout, f(client)).await {
+        let result = match tokio::time::timeout(budget, f(client)).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(source)) if is_outage(&source) => Err(RedisError::Unavailable { op, source }),
             Ok(Err(source)) => Err(RedisError::Refused { op, source }),
-            Err(_elapsed) => Err(RedisError::Timeout {
-                op,
-                after: self.inner.timeout,
-            }),
+            Err(_elapsed) => Err(RedisError::Timeout { op, after: budget }),
         };
         permit.record(match &result {
             Ok(_) | Err(RedisError::Refused { .. }) => Outcome::Success,
