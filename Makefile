@@ -10,7 +10,7 @@ VENV := .venv
 BUF := $(TOOLS)/node_modules/.bin/buf
 GRPCURL := $(VENV)/bin/grpcurl
 
-.PHONY: run build test test-rust test-e2e deploy-check lint fmt clippy proto-lint bench tools venv buf redis clean
+.PHONY: run build test test-rust test-e2e deploy-check lint fmt clippy proto-lint bench tools venv buf redis neo4j clean
 
 ## run: build the binaries and start gateway + services in the foreground
 run: build venv
@@ -49,10 +49,13 @@ bench: tools
 	scripts/bench.sh
 
 ## tools: everything the tests need that is not a Rust crate, installed locally (no global state)
-tools: buf venv redis
+tools: buf venv redis neo4j
 
 redis:
 	scripts/install-tools.sh redis
+
+neo4j:
+	scripts/install-tools.sh neo4j
 
 buf: $(BUF)
 $(BUF):

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the non-Rust tools the tests use, inside the repository (.tools/, .venv/), so a fresh
 # machine with only the Rust toolchain, Node/npm and Python can run `make test`.
-# Usage: install-tools.sh buf|venv|redis|nginx
+# Usage: install-tools.sh buf|venv|redis|nginx|neo4j
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,8 +47,25 @@ case "${1:-}" in
     [ -x /usr/sbin/nginx ] || { apt_install nginx-light && { service nginx stop >/dev/null 2>&1 || true; }; } \
       || echo "install-tools: nginx missing; the peer column is skipped" >&2
     ;;
+  neo4j)
+    # A real Neo4j 5.26 for the store tests: Neo4j's test harness behind a tiny launcher
+    # (tools/neo4j-launcher), built by Maven into .tools/neo4j-launcher/ (jar + lib/*). Needs
+    # Java 17 and Maven Central; without them the tests print that Neo4j was skipped.
+    dest=.tools/neo4j-launcher
+    src=tools/neo4j-launcher
+    if [ -f "$dest/.installed" ] && [ -z "$(find "$src/pom.xml" "$src/src" -newer "$dest/.installed" -print -quit)" ]; then
+      exit 0
+    fi
+    need java || apt_install openjdk-17-jre-headless || { echo "install-tools: java missing; Neo4j tests are skipped" >&2; exit 0; }
+    need mvn || apt_install maven || { echo "install-tools: mvn missing; Neo4j tests are skipped" >&2; exit 0; }
+    mvn -q -B -f "$src/pom.xml" package
+    rm -rf "$dest" && mkdir -p "$dest"
+    cp "$src/target/neo4j-launcher.jar" "$dest/"
+    cp -r "$src/target/lib" "$dest/lib"
+    touch "$dest/.installed"
+    ;;
   *)
-    echo "usage: $0 buf|venv|redis|nginx" >&2
+    echo "usage: $0 buf|venv|redis|nginx|neo4j" >&2
     exit 2
     ;;
 esac
