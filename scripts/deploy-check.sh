@@ -4,7 +4,12 @@
 #     deploy/gen-secrets.sh, and refused without one (the secrets are mandatory);
 #   - every kustomize overlay (k8s/overlays/*) and the base rendered by a real
 #     `kubectl kustomize` (.tools/bin/kubectl, scripts/install-tools.sh kubectl), the output
-#     validated against the Kubernetes API schemas (kubernetes-validate --strict);
+#     validated against the Kubernetes API schemas (kubernetes-validate --strict) and checked
+#     against the mesh's deployment rules (deploy/check-k8s.py: lock-down and its named
+#     exceptions, probes, references, headless backends, the exact caller graph of the
+#     network policies, autoscaling and disruption budgets);
+#   - the service key publisher of the auth pod against a fake API server
+#     (deploy/test_publish_service_key.py);
 #   - the deployment shell scripts with shellcheck when it is installed.
 # Usage: deploy-check.sh [all|compose|k8s]   |   deploy-check.sh render OUT_DIR
 # `render` writes every overlay to OUT_DIR/<overlay>.yaml (make k8s-render); prod needs
@@ -39,7 +44,8 @@ check_compose() {
   fi
   grep -q 'make compose-env' "$scratch/no-env.err" || { cat "$scratch/no-env.err" >&2; return 1; }
   deploy/gen-secrets.sh compose "$scratch/compose.env" 2>/dev/null
-  docker-compose --env-file "$scratch/compose.env" -f docker-compose.yml config -q
+  docker-compose --env-file "$scratch/compose.env" -f docker-compose.yml config > "$scratch/compose.yaml"
+  "$PYTHON" deploy/check-k8s.py --compose "$scratch/compose.yaml"
   echo "deploy-check: docker-compose.yml ok (validated with docker-compose config; not run)"
 }
 
@@ -74,7 +80,13 @@ check_k8s() {
   for f in "$scratch"/out/*.yaml; do
     "$VALIDATE" --strict --quiet -k "$K8S_VERSION" "$f"
   done
+  "$PYTHON" deploy/check-k8s.py "$scratch/out"
   echo "deploy-check: kustomize ${rendered[*]} rendered by $("$KUBECTL" version --client | sed -n 's/^Kustomize Version: //p') and valid for Kubernetes $K8S_VERSION (strict)"
+}
+
+check_publisher() {
+  "$PYTHON" -m pytest -q -p no:cacheprovider deploy/test_publish_service_key.py
+  find deploy k8s -name __pycache__ -type d -prune -exec rm -rf {} +
 }
 
 check_scripts() {
@@ -83,10 +95,15 @@ check_scripts() {
     shellcheck -s sh k8s/components/redis-cluster/redis-cluster-init.sh
     echo "deploy-check: deployment scripts pass shellcheck"
   fi
+  if [ -x .venv/bin/ruff ]; then
+    .venv/bin/ruff check --quiet --line-length 120 deploy k8s
+    .venv/bin/ruff format --quiet --check --line-length 120 deploy k8s
+    echo "deploy-check: deployment Python passes ruff"
+  fi
 }
 
 case "$mode" in
-  all) check_compose; check_k8s; check_scripts ;;
+  all) check_compose; check_k8s; check_publisher; check_scripts ;;
   compose) check_compose ;;
   k8s) check_k8s ;;
   render)
