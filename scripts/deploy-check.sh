@@ -11,7 +11,10 @@
 #   - the service key publisher of the auth pod against a fake API server
 #     (deploy/test_publish_service_key.py);
 #   - the deployment shell scripts with shellcheck when it is installed.
-# Usage: deploy-check.sh [all|compose|k8s]   |   deploy-check.sh render OUT_DIR
+# Usage: deploy-check.sh [all|compose|k8s|smoke]   |   deploy-check.sh render OUT_DIR
+# `smoke` (not part of `all`: it needs built binaries) starts each umcp binary with the
+# environment the dev and prod overlays and docker-compose.yml give its container
+# (deploy/smoke-config.py); BIN_DIR as in scripts/bin-dir.sh.
 # `render` writes every overlay to OUT_DIR/<overlay>.yaml (make k8s-render); prod needs
 # k8s/overlays/prod/secrets.env (make k8s-secrets). The checks never touch that file: they
 # render a copy of k8s/ with throw-away secrets.
@@ -84,6 +87,24 @@ check_k8s() {
   echo "deploy-check: kustomize ${rendered[*]} rendered by $("$KUBECTL" version --client | sed -n 's/^Kustomize Version: //p') and valid for Kubernetes $K8S_VERSION (strict)"
 }
 
+check_smoke() {
+  need_kubectl
+  # shellcheck source=scripts/bin-dir.sh
+  source scripts/bin-dir.sh
+  local bins overlay
+  bins=$(bin_dir)
+  cp -r k8s "$scratch/k8s"
+  rm -f "$scratch/k8s/overlays/prod/secrets.env"
+  deploy/gen-secrets.sh k8s "$scratch/k8s/overlays/prod/secrets.env" 2>/dev/null
+  render_all "$scratch/k8s" "$scratch/out"
+  for overlay in dev prod; do
+    "$PYTHON" deploy/smoke-config.py "$scratch/out/$overlay.yaml" "$bins"
+  done
+  deploy/gen-secrets.sh compose "$scratch/compose.env" 2>/dev/null
+  docker-compose --env-file "$scratch/compose.env" -f docker-compose.yml config > "$scratch/compose.yaml"
+  "$PYTHON" deploy/smoke-config.py --compose "$scratch/compose.yaml" "$bins"
+}
+
 check_publisher() {
   "$PYTHON" -m pytest -q -p no:cacheprovider deploy/test_publish_service_key.py
   find deploy k8s -name __pycache__ -type d -prune -exec rm -rf {} +
@@ -106,6 +127,7 @@ case "$mode" in
   all) check_compose; check_k8s; check_publisher; check_scripts ;;
   compose) check_compose ;;
   k8s) check_k8s ;;
+  smoke) check_smoke ;;
   render)
     out=${2:?usage: deploy-check.sh render OUT_DIR}
     need_kubectl
@@ -113,5 +135,5 @@ case "$mode" in
     render_all k8s "$out"
     echo "deploy-check: rendered ${rendered[*]} into $out/ (mode 0600: prod holds its Secret)"
     ;;
-  *) echo "usage: $0 [all|compose|k8s] | render OUT_DIR" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|compose|k8s|smoke] | render OUT_DIR" >&2; exit 2 ;;
 esac
