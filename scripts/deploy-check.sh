@@ -112,7 +112,7 @@ check_publisher() {
 
 check_scripts() {
   if command -v shellcheck >/dev/null; then
-    shellcheck deploy/gen-secrets.sh scripts/deploy-check.sh
+    shellcheck -x deploy/gen-secrets.sh scripts/deploy-check.sh
     shellcheck -s sh k8s/components/redis-cluster/redis-cluster-init.sh
     echo "deploy-check: deployment scripts pass shellcheck"
   fi
