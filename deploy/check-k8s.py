@@ -100,11 +100,10 @@ def check_workload(r, obj, index):
             r.check(sc.get("readOnlyRootFilesystem") is True, f"{where}: readOnlyRootFilesystem: true")
         check_references(r, where, c, spec, index)
     if name in UMCP:
-        annotations = obj["spec"]["template"]["metadata"].get("annotations", {})
-        check_umcp_container(r, name, {**spec, "_annotations": annotations})
+        check_umcp_container(r, name, spec, obj["spec"]["template"]["metadata"].get("annotations", {}))
 
 
-def check_umcp_container(r, name, spec):
+def check_umcp_container(r, name, spec, annotations):
     grpc, http = PORTS[name]
     c = spec["containers"][0]
     r.check(c.get("command") == [name], f"{name}: first container runs {name}")
@@ -114,7 +113,6 @@ def check_umcp_container(r, name, spec):
     env = {e["name"]: e.get("value") for e in c.get("env", [])}
     r.check(env.get("UMCP_LISTEN") == f"0.0.0.0:{grpc}", f"{name}: UMCP_LISTEN 0.0.0.0:{grpc}")
     r.check(env.get("UMCP_HTTP__LISTEN") == f"0.0.0.0:{http}", f"{name}: UMCP_HTTP__LISTEN 0.0.0.0:{http}")
-    annotations = spec.get("_annotations", {})
     r.check(annotations.get("prometheus.io/port") == str(http), f"{name}: prometheus.io/port {http}")
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         r.check(c.get(probe, {}).get("grpc", {}).get("port") == grpc, f"{name}: {probe} is gRPC on {grpc}")
