@@ -59,11 +59,10 @@ def container_env(doc, index, scratch):
 
 
 def run(binary, env, scratch):
-    """Returns (still up after UP_SECS, output)."""
+    """Returns (exit code, or None when still up after UP_SECS; output)."""
     proc = subprocess.Popen([binary], env=env, cwd=scratch, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        proc.wait(timeout=UP_SECS)
-        return False, proc.stdout.read()
+        return proc.wait(timeout=UP_SECS), proc.stdout.read()
     except subprocess.TimeoutExpired:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -71,7 +70,7 @@ def run(binary, env, scratch):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        return True, proc.stdout.read()
+        return None, proc.stdout.read()
 
 
 def k8s_processes(rendered):
@@ -108,10 +107,11 @@ def main(processes, what, bin_dir):
             if name in ("umcp-execution", "execution") and os.geteuid() != 0:
                 # Without root the sandbox refuses to start; the config is what is checked here.
                 env["UMCP_INSECURE_ALLOW_WEAK_SANDBOX"] = "true"
-            up, out = run(os.path.join(bin_dir, command), env, scratch)
+            code, out = run(os.path.join(bin_dir, command), env, scratch)
             started += 1
-            if not up:
-                problems.append(f"{name} exited at start with this environment:\n{out[-2000:]}")
+            if code is not None:
+                why = "configuration refused" if code == 78 else "not a configuration error: a dependency?"
+                problems.append(f"{name} exited at start with code {code} ({why}):\n{out[-2000:]}")
                 continue
             bootstrap = env.get("UMCP_BOOTSTRAP_SERVICE_KEY_FILE")
             if bootstrap:
