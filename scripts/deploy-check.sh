@@ -10,6 +10,8 @@
 #     network policies, autoscaling and disruption budgets);
 #   - the service key publisher of the auth pod against a fake API server
 #     (deploy/test_publish_service_key.py);
+#   - the Redis Cluster's redis.conf and init script on six local redis-server nodes
+#     (deploy/test-redis-cluster.sh);
 #   - the deployment shell scripts with shellcheck when it is installed.
 # Usage: deploy-check.sh [all|compose|k8s|smoke]   |   deploy-check.sh render OUT_DIR
 # `smoke` (not part of `all`: it needs built binaries) starts each umcp binary with the
@@ -112,7 +114,7 @@ check_publisher() {
 
 check_scripts() {
   if command -v shellcheck >/dev/null; then
-    shellcheck -x deploy/gen-secrets.sh scripts/deploy-check.sh
+    shellcheck -x deploy/gen-secrets.sh deploy/test-redis-cluster.sh scripts/deploy-check.sh
     shellcheck -s sh k8s/components/redis-cluster/redis-cluster-init.sh
     echo "deploy-check: deployment scripts pass shellcheck"
   fi
@@ -124,7 +126,7 @@ check_scripts() {
 }
 
 case "$mode" in
-  all) check_compose; check_k8s; check_publisher; check_scripts ;;
+  all) check_compose; check_k8s; check_publisher; deploy/test-redis-cluster.sh; check_scripts ;;
   compose) check_compose ;;
   k8s) check_k8s ;;
   smoke) check_smoke ;;
