@@ -79,6 +79,13 @@ check_k8s() {
   if [ -f "$scratch/k8s/overlays/prod/kustomization.yaml" ]; then
     rm -f "$scratch/k8s/overlays/prod/secrets.env"
     deploy/gen-secrets.sh k8s "$scratch/k8s/overlays/prod/secrets.env" 2>/dev/null
+    # The committed template names exactly the keys the generator writes.
+    local keys='s/^\([a-z_]*\)=.*/\1/p'
+    if ! diff <(sed -n "$keys" k8s/overlays/prod/secrets.env.example) \
+      <(sed -n "$keys" "$scratch/k8s/overlays/prod/secrets.env") >/dev/null; then
+      echo "deploy-check: k8s/overlays/prod/secrets.env.example and deploy/gen-secrets.sh disagree on the keys" >&2
+      return 1
+    fi
   fi
   render_all "$scratch/k8s" "$scratch/out"
   local f
