@@ -114,6 +114,19 @@ check_smoke() {
   "$PYTHON" deploy/smoke-config.py --compose "$scratch/compose.yaml" "$bins"
 }
 
+# The image ships every binary of the workspace, and only those.
+check_dockerfile() {
+  local bins copied
+  bins=$(${CARGO:-cargo} metadata --format-version 1 --no-deps |
+    python3 -c 'import json, sys; print(" ".join(sorted(t["name"] for p in json.load(sys.stdin)["packages"] for t in p["targets"] if "bin" in t["kind"])))')
+  copied=$(sed -n '/^COPY --from=build/,/[^\\]$/p' Dockerfile | grep -o 'target/release/[a-z-]*' | sed 's|target/release/||' | LC_ALL=C sort | tr '\n' ' ' | sed 's/ $//')
+  if [ "$bins" != "$copied" ]; then
+    echo "deploy-check: Dockerfile copies [$copied], the workspace builds [$bins]" >&2
+    return 1
+  fi
+  echo "deploy-check: Dockerfile ships every workspace binary ($bins)"
+}
+
 check_publisher() {
   "$PYTHON" -m pytest -q -p no:cacheprovider deploy/test_publish_service_key.py
   find deploy k8s -name __pycache__ -type d -prune -exec rm -rf {} +
@@ -133,7 +146,7 @@ check_scripts() {
 }
 
 case "$mode" in
-  all) check_compose; check_k8s; check_publisher; deploy/test-redis-cluster.sh; check_scripts ;;
+  all) check_compose; check_k8s; check_dockerfile; check_publisher; deploy/test-redis-cluster.sh; check_scripts ;;
   compose) check_compose ;;
   k8s) check_k8s ;;
   smoke) check_smoke ;;
