@@ -12,7 +12,8 @@
 #     (deploy/test_publish_service_key.py);
 #   - the Redis Cluster's redis.conf and init script on six local redis-server nodes
 #     (deploy/test-redis-cluster.sh);
-#   - the deployment shell scripts with shellcheck when it is installed.
+#   - the Dockerfile copies exactly the workspace's binaries (cargo metadata, no build);
+#   - the deployment shell scripts with shellcheck and its Python with ruff, when installed.
 # Usage: deploy-check.sh [all|compose|k8s|smoke]   |   deploy-check.sh render OUT_DIR
 # `smoke` (not part of `all`: it needs built binaries) starts each umcp binary with the
 # environment the dev and prod overlays and docker-compose.yml give its container
