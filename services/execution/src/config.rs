@@ -121,11 +121,14 @@ pub struct ExecutionConfig {
     pub audit: umcp_audit_client::AuditClientConfig,
     /// Sandboxes running at once (also the number of sandbox slots).
     pub max_concurrent: usize,
-    /// Requests allowed to wait for a slot; more are refused at once.
+    /// Requests allowed to wait for a slot (over all users, served per-user round robin);
+    /// more are refused at once (`UMCP_MAX_QUEUE`, default 1024, 0..=65536).
     pub max_queue: usize,
-    /// How long a request may wait for a slot.
+    /// The longest a request waits for a slot: the wait of a call without a deadline, and the
+    /// cap for calls with one (`UMCP_QUEUE_TIMEOUT_MS`, default 10000).
     pub queue_timeout_ms: u64,
-    /// Concurrent sandbox runs (running or queued) of one user.
+    /// Sandboxes one user runs at once (`UMCP_MAX_PER_USER`, default 8); the user's further
+    /// requests queue.
     pub max_per_user: usize,
     pub default_limits: LimitBounds,
     pub max_limits: LimitBounds,
@@ -176,9 +179,9 @@ impl Default for ExecutionConfig {
                 ..umcp_audit_client::AuditClientConfig::default()
             },
             max_concurrent: 8,
-            max_queue: 64,
+            max_queue: 1024,
             queue_timeout_ms: 10_000,
-            max_per_user: 4,
+            max_per_user: 8,
             default_limits: LimitBounds::defaults(),
             max_limits: LimitBounds::maxima(),
             uid_base: 60_000,
@@ -209,6 +212,7 @@ impl ExecutionConfig {
         let first = |problem: Option<String>| problem.map_or(Ok(()), Err);
         first(check_range("max_concurrent", self.max_concurrent, 1..=1024))?;
         first(check_range("max_per_user", self.max_per_user, 1..))?;
+        first(check_range("max_queue", self.max_queue, 0..=65_536))?;
         first(check_range("queue_timeout_ms", self.queue_timeout_ms, 1..))?;
         if self.uid_base < 1000
             || u64::from(self.uid_base) + self.max_concurrent as u64 > 0xFFFF_FFFE

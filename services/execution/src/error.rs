@@ -10,6 +10,14 @@ pub enum ExecError {
     InvalidArgument(String),
     #[error("{0}")]
     ResourceExhausted(String),
+    /// Every sandbox is busy and this call cannot wait (a full queue, or an expected wait
+    /// longer than its deadline allows): RESOURCE_EXHAUSTED with `retry-after` (whole seconds,
+    /// at least 1).
+    #[error("{message}")]
+    Busy {
+        message: String,
+        retry_after: std::time::Duration,
+    },
     #[error("{0}")]
     FailedPrecondition(String),
     #[error("{0}")]
@@ -35,6 +43,17 @@ impl From<ExecError> for Status {
         match e {
             ExecError::InvalidArgument(m) => Status::new(Code::InvalidArgument, m),
             ExecError::ResourceExhausted(m) => Status::new(Code::ResourceExhausted, m),
+            ExecError::Busy {
+                message,
+                retry_after,
+            } => {
+                let mut status = Status::new(Code::ResourceExhausted, message);
+                let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+                status
+                    .metadata_mut()
+                    .insert("retry-after", tonic::metadata::MetadataValue::from(secs));
+                status
+            }
             ExecError::FailedPrecondition(m) => Status::new(Code::FailedPrecondition, m),
             ExecError::DeadlineExceeded(m) => Status::new(Code::DeadlineExceeded, m),
             ExecError::Unavailable(m) => Status::new(Code::Unavailable, m),
@@ -60,6 +79,30 @@ mod tests {
         assert_eq!(
             Status::from(ExecError::invalid("bad")).code(),
             Code::InvalidArgument
+        );
+    }
+
+    #[test]
+    fn busy_is_resource_exhausted_with_retry_after_in_whole_seconds() {
+        let status = Status::from(ExecError::Busy {
+            message: "all busy".into(),
+            retry_after: std::time::Duration::from_millis(1200),
+        });
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(
+            status
+                .metadata()
+                .get("retry-after")
+                .map(|v| v.to_str().ok()),
+            Some(Some("2"))
+        );
+        let short = Status::from(ExecError::Busy {
+            message: "x".into(),
+            retry_after: std::time::Duration::from_millis(3),
+        });
+        assert_eq!(
+            short.metadata().get("retry-after").map(|v| v.to_str().ok()),
+            Some(Some("1"))
         );
     }
 }

@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 use umcp_proto::execution::v1 as pb;
 use umcp_sandbox::process::StreamKind;
 
+use crate::admission::with_deadline;
 use crate::error::ExecError;
 use crate::identity;
 use crate::model::{
@@ -172,8 +173,9 @@ impl pb::execution_service_server::ExecutionService for GrpcExecution {
         request: Request<pb::ExecuteRequest>,
     ) -> Result<Response<pb::ExecuteResponse>, Status> {
         let user = identity::caller(&request)?;
+        let deadline = umcp_rpc::deadline::of(&request);
         let input = execute_input(request.into_inner())?;
-        let result = self.service.execute(&user, input).await?;
+        let result = with_deadline(deadline, self.service.execute(&user, input)).await?;
         let violation = limit_violation(result.status);
         let mut response = Response::new(result_pb(result));
         if let Some(kind) = violation {
@@ -193,12 +195,14 @@ impl pb::execution_service_server::ExecutionService for GrpcExecution {
         request: Request<pb::ExecuteStreamRequest>,
     ) -> Result<Response<Self::ExecuteStreamStream>, Status> {
         let user = identity::caller(&request)?;
+        let deadline = umcp_rpc::deadline::of(&request);
         let inner = request
             .into_inner()
             .request
             .ok_or_else(|| ExecError::invalid("request is required"))?;
         let input = execute_input(inner)?;
-        let events = self.service.execute_stream(user, input)?;
+        let events =
+            with_deadline(deadline, async { self.service.execute_stream(user, input) }).await?;
         let stream = ReceiverStream::new(events).map(|event| {
             let event = match event.map_err(Status::from)? {
                 StreamEvent::Output { stream, data } => {
@@ -222,11 +226,13 @@ impl pb::execution_service_server::ExecutionService for GrpcExecution {
         request: Request<pb::LintRequest>,
     ) -> Result<Response<pb::LintResponse>, Status> {
         let user = identity::caller(&request)?;
+        let deadline = umcp_rpc::deadline::of(&request);
         let r = request.into_inner();
-        let report = self
-            .service
-            .lint(&user, language(r.language)?, &r.code)
-            .await?;
+        let report = with_deadline(
+            deadline,
+            self.service.lint(&user, language(r.language)?, &r.code),
+        )
+        .await?;
         Ok(Response::new(pb::LintResponse {
             id: report.id,
             code_sha256: report.code_sha256,
@@ -256,13 +262,14 @@ impl pb::execution_service_server::ExecutionService for GrpcExecution {
         request: Request<pb::RunTestsRequest>,
     ) -> Result<Response<pb::RunTestsResponse>, Status> {
         let user = identity::caller(&request)?;
+        let deadline = umcp_rpc::deadline::of(&request);
         let r = request.into_inner();
         let input = TestsInput {
             modules: files(r.modules),
             tests: files(r.tests),
             limits: limits(r.limits)?,
         };
-        let report = self.service.run_tests(&user, input).await?;
+        let report = with_deadline(deadline, self.service.run_tests(&user, input)).await?;
         Ok(Response::new(pb::RunTestsResponse {
             id: report.id,
             status: status_pb(report.status) as i32,
@@ -297,6 +304,7 @@ impl pb::execution_service_server::ExecutionService for GrpcExecution {
         request: Request<pb::GenerateCodeRequest>,
     ) -> Result<Response<pb::GenerateCodeResponse>, Status> {
         let user = identity::caller(&request)?;
+        let deadline = umcp_rpc::deadline::of(&request);
         let r = request.into_inner();
         let input = GenerateInput {
             template: r.template,
@@ -304,7 +312,7 @@ impl pb::execution_service_server::ExecutionService for GrpcExecution {
             // Recorded, not checked: an unknown value is simply not recorded.
             language: language(r.language).ok(),
         };
-        let generated = self.service.generate_code(&user, input).await?;
+        let generated = with_deadline(deadline, self.service.generate_code(&user, input)).await?;
         Ok(Response::new(pb::GenerateCodeResponse {
             id: generated.id,
             output: generated.output,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use crate::admission::Admission;
+use crate::admission::{Admission, AdmissionLimits};
 use crate::config::ExecutionConfig;
 use crate::error::ExecError;
 use crate::idempotency::IdempotencyStore;
@@ -57,12 +57,12 @@ impl ExecutionService {
             );
         }
         let service = Self {
-            admission: Admission::new(
-                config.max_concurrent,
-                config.max_queue,
-                Duration::from_millis(config.queue_timeout_ms),
-                config.max_per_user,
-            ),
+            admission: Admission::new(AdmissionLimits {
+                max_concurrent: config.max_concurrent,
+                max_queue: config.max_queue,
+                queue_timeout: Duration::from_millis(config.queue_timeout_ms),
+                max_per_user: config.max_per_user,
+            }),
             idempotency: IdempotencyStore::new(
                 Duration::from_secs(config.idempotency_ttl_secs),
                 config.idempotency_max_entries,
@@ -217,7 +217,9 @@ impl ExecutionService {
         let (spec, fingerprint) = self.prepare(&input)?;
         let (tx, rx) = mpsc::channel(32);
         let this = Arc::clone(self);
-        tokio::spawn(async move {
+        // The run outlives the handler's task: carry the caller's deadline into it.
+        let deadline = crate::admission::call_deadline();
+        tokio::spawn(crate::admission::with_deadline(deadline, async move {
             let outcome = this.stream_run(&user, &input, spec, fingerprint, &tx).await;
             let event = outcome.map(|mut r| {
                 r.stdout.clear();
@@ -225,7 +227,7 @@ impl ExecutionService {
                 StreamEvent::Result(Box::new(r))
             });
             let _ = tx.send(event).await;
-        });
+        }));
         Ok(rx)
     }
 

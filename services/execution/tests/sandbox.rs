@@ -7,6 +7,8 @@
 mod escapes;
 #[path = "sandbox/lifecycle.rs"]
 mod lifecycle;
+#[path = "sandbox/queueing.rs"]
+mod queueing;
 #[path = "sandbox/reports.rs"]
 mod reports;
 #[path = "sandbox/rpcs.rs"]
