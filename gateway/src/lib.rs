@@ -64,7 +64,38 @@ pub async fn run(
     config: GatewayConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), GatewayError> {
-    let auth = AuthClient::start(&config.auth)?;
+    run_with_http(listener, None, config, shutdown).await
+}
+
+/// Binds the HTTP port of `config.http.listen` (`None` when it is empty: the port is off).
+///
+/// # Errors
+/// [`GatewayError::Http`] when the address cannot be bound.
+pub async fn bind_http(config: &GatewayConfig) -> Result<Option<TcpListener>, GatewayError> {
+    if config.http.listen.is_empty() {
+        return Ok(None);
+    }
+    let listener = TcpListener::bind(&config.http.listen)
+        .await
+        .map_err(GatewayError::Http)?;
+    Ok(Some(listener))
+}
+
+/// [`run`], plus MCP over Streamable HTTP on `http` (see [`mcp`]), whose tool calls come back
+/// to `listener` with the caller's credentials. Both stop on `shutdown`.
+///
+/// # Errors
+/// See [`GatewayError`].
+pub async fn run_with_http(
+    listener: TcpListener,
+    http: Option<TcpListener>,
+    config: GatewayConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), GatewayError> {
+    // Its own Redis client (the limiter's has a tighter timeout): keys and revocations
+    // shared by the auth service, read at start-up.
+    let shared = umcp_redis::Redis::connect(&config.redis).await?;
+    let auth = AuthClient::start(&config.auth, shared).await?;
     let credentials = auth
         .credentials
         .clone()

@@ -11,7 +11,9 @@
 //!    are refused in microseconds instead of each waiting for a connect; a rejection ends the
 //!    retries.
 //! 3. [`BoundedTimeout`]: one attempt gets `attempt_timeout`, or less when the caller's
-//!    `grpc-timeout` (rewritten before every attempt) says so; an expiry counts as a failure.
+//!    `grpc-timeout` (rewritten before every attempt) says so; an expiry counts as a failure,
+//!    except a caller's own deadline below `counted_deadline_min` (the caller's choice, not
+//!    the backend's fault).
 //! 4. [`BalancedChannel`]: every address of the backend host, several HTTP/2 connections each.
 
 use std::sync::Arc;
@@ -75,7 +77,10 @@ impl Upstream {
                 breaker.clone(),
                 GrpcClassifier::new(),
             ))
-            .layer(BoundedTimeoutLayer::new(upstream.attempt_timeout()))
+            .layer(
+                BoundedTimeoutLayer::new(upstream.attempt_timeout())
+                    .counting_caller_deadlines_from(upstream.counted_deadline_min()),
+            )
             .service(pool.channel());
         Ok(Self {
             pool,

@@ -21,6 +21,11 @@ pub struct UpstreamConfig {
     /// remaining deadline (default 120000: above the longest sandbox run, 60 s wall time plus
     /// 10 s of queueing, so it only ends calls that carry no deadline and hang).
     pub attempt_timeout_ms: u64,
+    /// A caller's own deadline shorter than this, in ms, that runs out is not counted against
+    /// the backend's breaker (default 1000): one client asking for 5 ms answers must not open
+    /// the breaker for everybody, while a backend missing a budget of a second or more is in
+    /// trouble. Expiries of longer deadlines, and of the attempt timeout, count.
+    pub counted_deadline_min_ms: u64,
     /// Attempts in all for a retryable call, the first included; 1 disables retries
     /// (default 2).
     pub retry_attempts: u32,
@@ -46,6 +51,7 @@ impl Default for UpstreamConfig {
             connections_per_endpoint: 2,
             resolve_interval_ms: 5000,
             attempt_timeout_ms: 120_000,
+            counted_deadline_min_ms: 1000,
             retry_attempts: 2,
             retry_budget_percent: 20,
             retry_min_per_sec: 10,
@@ -78,6 +84,11 @@ impl UpstreamConfig {
                 &key("attempt_timeout_ms"),
                 self.attempt_timeout_ms,
                 10..=600_000,
+            ),
+            check_range(
+                &key("counted_deadline_min_ms"),
+                self.counted_deadline_min_ms,
+                0..=600_000,
             ),
             check_range(&key("retry_attempts"), self.retry_attempts, 1..=5),
             check_range(
@@ -122,6 +133,12 @@ impl UpstreamConfig {
     #[must_use]
     pub fn attempt_timeout(&self) -> Duration {
         Duration::from_millis(self.attempt_timeout_ms)
+    }
+
+    /// Caller deadlines below this that run out do not count against the breaker.
+    #[must_use]
+    pub fn counted_deadline_min(&self) -> Duration {
+        Duration::from_millis(self.counted_deadline_min_ms)
     }
 
     /// The retry settings (full-jitter backoff 50 ms doubling to 2 s, under the budget).

@@ -230,6 +230,51 @@ async fn a_slow_backend_gets_the_callers_deadline_and_no_retry_storm() {
 }
 
 #[tokio::test]
+async fn only_deadlines_a_backend_should_meet_count_against_its_breaker() {
+    let slow = Fake::start(0, plan(|_, _| Answer::Sleep(Duration::from_secs(10)))).await;
+    let url = slow.url();
+    let gw = gateway(|c| {
+        c.backends.graph = url;
+        c.upstream.breaker_window = 10;
+        c.upstream.breaker_min_calls = 5;
+        c.upstream.breaker_open_ms = 60_000;
+        c.upstream.counted_deadline_min_ms = 500;
+        c.upstream.retry_attempts = 1;
+    })
+    .await;
+    let client = GraphServiceClient::new(gw.channel());
+    let call = |deadline: Duration| {
+        let mut client = client.clone();
+        async move {
+            let mut request = tonic::Request::new(QueryRequest {
+                cypher: "MATCH (n) RETURN n".into(),
+                ..QueryRequest::default()
+            });
+            request.set_timeout(deadline);
+            tokio::time::timeout(Duration::from_secs(5), client.query(request))
+                .await
+                .expect("the gateway must answer at the caller's deadline")
+                .expect_err("the backend never answers in time")
+        }
+    };
+    let breaker_open = |status: &tonic::Status| status.message().contains("circuit breaker open");
+    // Callers asking for 100 ms, below the 500 ms floor: their expiries are not the backend's
+    // fault, so the breaker stays closed and every call still reaches the backend.
+    for _ in 0..10 {
+        let status = call(Duration::from_millis(100)).await;
+        assert!(!breaker_open(&status), "{status:?}");
+    }
+    assert_eq!(slow.count("/umcp.graph.v1.GraphService/Query"), 10);
+    // Budgets of 600 ms the backend misses count: the breaker opens.
+    for _ in 0..5 {
+        call(Duration::from_millis(600)).await;
+    }
+    let status = call(Duration::from_millis(600)).await;
+    assert!(breaker_open(&status), "{status:?}");
+    assert_eq!(status.code(), Code::Unavailable);
+}
+
+#[tokio::test]
 async fn safe_calls_are_retried_once_and_side_effecting_ones_never() {
     let backend = Fake::start(
         0,

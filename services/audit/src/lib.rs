@@ -91,7 +91,7 @@ pub async fn run(
     config: AuditConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AuditError> {
-    let auth = AuthClient::start(&config.auth)?;
+    let auth = AuthClient::start(&config.auth, None).await?;
     let verifier = Arc::clone(&auth.verifier);
     serve(listener, config, verifier, shutdown).await
 }

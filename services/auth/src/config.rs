@@ -58,6 +58,9 @@ pub struct AuthConfig {
     pub audit: AuditClientConfig,
     /// Logging (`UMCP_LOG__FORMAT`, `UMCP_LOG__FILTER`).
     pub log: LogConfig,
+    /// Where the JWKS and the revocation list are shared for verifiers (`UMCP_REDIS__URL` or
+    /// `UMCP_REDIS__CLUSTER_NODES`; unset: not shared).
+    pub redis: umcp_redis::RedisConfig,
 }
 
 /// Argon2id parameters. The defaults are the OWASP minimum (m = 19 MiB, t = 2, p = 1).
@@ -116,6 +119,7 @@ impl Default for AuthConfig {
                 ..AuditClientConfig::default()
             },
             log: LogConfig::default(),
+            redis: umcp_redis::RedisConfig::default(),
         }
     }
 }
@@ -195,6 +199,7 @@ impl Validate for AuthConfig {
     fn validate(&self) -> Vec<String> {
         let mut problems = self.log.problems();
         problems.extend(self.audit.problems());
+        problems.extend(self.redis.problems());
         if self.listen.parse::<SocketAddr>().is_err() {
             problems.push(format!(
                 "listen ({}) `{}` is not a socket address like 127.0.0.1:50052",

@@ -25,6 +25,7 @@ pub mod revocations;
 mod secrets;
 mod self_token;
 pub mod service;
+pub mod share;
 pub mod storage;
 pub mod throttle;
 pub mod tokens;
@@ -69,6 +70,9 @@ pub enum Error {
     /// Serving failed.
     #[error(transparent)]
     Serve(#[from] umcp_rpc::ServeError),
+    /// The Redis settings are invalid.
+    #[error(transparent)]
+    Redis(#[from] umcp_redis::RedisError),
 }
 
 /// Largest request accepted: every auth request is a few short strings (a page of 1000 users
@@ -97,6 +101,12 @@ pub async fn run(
         Duration::from_secs(config.janitor_interval_secs),
         stop_rx.clone(),
     ));
+    let sharing = umcp_redis::Redis::connect(&config.redis)
+        .await?
+        .map(|redis| {
+            let shared = umcp_authz::shared::SharedAuthState::new(redis);
+            tokio::spawn(share::share(shared, Arc::clone(&core), stop_rx.clone()))
+        });
     let accounts: Arc<dyn service::Accounts> = Arc::clone(&core) as _;
     let service = grpc::AuthGrpc::new(accounts, config.trust_forwarded_for, stop_rx);
     let svc = AuthServiceServer::new(service)
@@ -118,6 +128,9 @@ pub async fn run(
         .serve(listener, shutdown)
         .await;
     let _ = janitor.await;
+    if let Some(sharing) = sharing {
+        let _ = sharing.await;
+    }
     release(core).await;
     result.map_err(Error::from)
 }

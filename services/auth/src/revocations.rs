@@ -85,7 +85,8 @@ impl Revocation {
     }
 
     /// The verifier's form (Unix seconds).
-    fn to_authz(&self) -> authz::Revocation {
+    /// As the verifiers' type (whole seconds).
+    pub fn to_authz(&self) -> authz::Revocation {
         authz::Revocation {
             kind: match self.kind {
                 RevocationKind::Token => authz::Kind::Token,

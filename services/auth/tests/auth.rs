@@ -4,6 +4,8 @@
 mod admin;
 #[path = "auth/keys.rs"]
 mod keys;
+#[path = "auth/shared.rs"]
+mod shared;
 #[path = "auth/sign_in.rs"]
 mod sign_in;
 

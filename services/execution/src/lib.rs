@@ -76,7 +76,7 @@ pub async fn run(
     config: ExecutionConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let auth = umcp_authz::AuthClient::start(&config.auth)?;
+    let auth = umcp_authz::AuthClient::start(&config.auth, None).await?;
     let verifier = Arc::clone(&auth.verifier);
     let credentials = auth
         .credentials

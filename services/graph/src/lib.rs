@@ -34,7 +34,8 @@ pub async fn run(
     config: GraphConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let auth = AuthClient::start(&config.auth)?;
+    let shared = umcp_redis::Redis::connect(&config.redis).await?;
+    let auth = AuthClient::start(&config.auth, shared).await?;
     let credentials = auth
         .credentials
         .clone()

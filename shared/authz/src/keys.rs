@@ -88,6 +88,17 @@ impl JwksCache {
         }
     }
 
+    /// Installs `jwks` as the current set unless it has no usable key (seeding from a copy
+    /// before the first fetch; the next fetch replaces it).
+    pub fn install(&self, jwks: &[Jwk]) -> usize {
+        let parsed = parse_jwks(jwks);
+        let count = parsed.len();
+        if count > 0 {
+            *self.keys.write() = Arc::new(parsed);
+        }
+        count
+    }
+
     /// Whether `kid` is in the current set (no fetch).
     #[must_use]
     pub fn contains(&self, kid: &str) -> bool {

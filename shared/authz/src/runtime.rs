@@ -8,11 +8,13 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tonic::transport::Endpoint;
 use umcp_config::{Secret, check_range};
+use umcp_redis::Redis;
 
 use crate::claims::{DEFAULT_AUDIENCE, DEFAULT_ISSUER};
 use crate::keys::{FileKeySource, KeySource};
 use crate::remote::{GrpcKeySource, ServiceCredentials, follow_revocations};
 use crate::revocations::RevocationSet;
+use crate::shared::{FallbackKeySource, SharedAuthState};
 use crate::verifier::{Verifier, VerifierConfig, unix_now};
 
 /// The `auth` configuration section (`UMCP_AUTH__*`).
@@ -135,26 +137,36 @@ impl Drop for AuthClient {
 impl AuthClient {
     /// Starts the verifier against the auth service of `config` (connecting lazily: an auth
     /// service that is down at start-up delays verification, it does not stop the process).
+    /// With `redis`, the keys and revocations the auth service shares there are loaded first
+    /// (each read bounded by the Redis command timeout), so this replica verifies at once, and
+    /// the shared keys are the fallback whenever the auth service cannot be reached.
     ///
     /// # Errors
     /// See [`AuthClientError`].
-    pub fn start(config: &AuthClientConfig) -> Result<Self, AuthClientError> {
+    pub async fn start(
+        config: &AuthClientConfig,
+        redis: Option<Redis>,
+    ) -> Result<Self, AuthClientError> {
         let channel = Endpoint::from_shared(config.url.clone())
             .map_err(|e| AuthClientError::Url(e.to_string()))?
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
             .connect_lazy();
-        let source: Arc<dyn KeySource> = if config.jwks_file.is_empty() {
-            Arc::new(GrpcKeySource::new(channel.clone()))
+        let primary: Box<dyn KeySource> = if config.jwks_file.is_empty() {
+            Box::new(GrpcKeySource::new(channel.clone()))
         } else {
-            Arc::new(FileKeySource::new(&config.jwks_file))
+            Box::new(FileKeySource::new(&config.jwks_file))
         };
         let revocations = Arc::new(RevocationSet::new());
-        let verifier = Arc::new(Verifier::new(
-            config.verifier_config(),
-            source,
-            Arc::clone(&revocations),
-        ));
+        let verifier = match redis.map(SharedAuthState::new) {
+            Some(shared) => seeded(config, primary, shared, &revocations).await,
+            None => Verifier::new(
+                config.verifier_config(),
+                Arc::from(primary),
+                Arc::clone(&revocations),
+            ),
+        };
+        let verifier = Arc::new(verifier);
         let mut tasks = vec![tokio::spawn(refresh_keys(
             Arc::clone(&verifier),
             Duration::from_secs(config.jwks_refresh_secs),
@@ -179,6 +191,37 @@ impl AuthClient {
             tasks,
         })
     }
+}
+
+/// A verifier over `primary` with the shared copy as fallback, seeded from that copy.
+async fn seeded(
+    config: &AuthClientConfig,
+    primary: Box<dyn KeySource>,
+    shared: SharedAuthState,
+    revocations: &Arc<RevocationSet>,
+) -> Verifier {
+    match shared.revocations(unix_now()).await {
+        Ok(found) => {
+            tracing::info!(entries = found.len(), "revocations loaded from redis");
+            revocations.extend(found);
+        }
+        Err(error) => tracing::warn!(%error, "cannot load the revocations shared in redis"),
+    }
+    let source = FallbackKeySource::new(primary, shared);
+    let seed = source.shared_keys().await;
+    let verifier = Verifier::new(
+        config.verifier_config(),
+        Arc::new(source),
+        Arc::clone(revocations),
+    );
+    match seed {
+        Ok(keys) => {
+            let installed = verifier.keys().install(&keys);
+            tracing::info!(keys = installed, "signing keys loaded from redis");
+        }
+        Err(error) => tracing::info!(%error, "no signing keys from redis; fetching them"),
+    }
+    verifier
 }
 
 async fn refresh_keys(verifier: Arc<Verifier>, every: Duration) {

@@ -26,6 +26,9 @@ pub(crate) struct GenState {
     confirmed_at: Option<Instant>,
     /// When `generation` last changed: a read issued before it may be older than the value.
     changed_at: Instant,
+    /// A write through this instance could not bump the shared generation: the poller keeps
+    /// trying, so the other replicas learn of it as soon as this one reaches Redis again.
+    pending_bump: bool,
 }
 
 impl GenState {
@@ -34,6 +37,7 @@ impl GenState {
             generation: 0,
             confirmed_at: None,
             changed_at: Instant::now(),
+            pending_bump: false,
         }
     }
 
@@ -115,15 +119,21 @@ impl Inner {
             Ok(seen) => seen,
             Err(error) => {
                 bump(&self.counters.redis_errors);
-                tracing::warn!(namespace = %self.namespace, %error, "generation bump failed; other replicas age out within their bound");
+                tracing::warn!(namespace = %self.namespace, %error, "generation bump failed; retrying until redis answers");
                 let mut state = self.state.lock();
                 state.confirmed_at = None;
+                state.pending_bump = true;
                 drop(state);
                 self.l1.invalidate_all();
                 return;
             }
         };
-        if self.state.lock().observe(seen, issued) {
+        let changed = {
+            let mut state = self.state.lock();
+            state.pending_bump = false;
+            state.observe(seen, issued)
+        };
+        if changed {
             self.l1.invalidate_all();
         }
         let channel = self.channel.clone();
@@ -158,7 +168,7 @@ impl Inner {
 }
 
 /// Re-reads the generation every `generation_poll_ms` (a lost message cannot keep a replica
-/// stale past the bound).
+/// stale past the bound), first retrying a bump that failed.
 pub(crate) fn spawn_poller(inner: &Arc<Inner>) {
     let weak = Arc::downgrade(inner);
     let every = inner.config.generation_poll();
@@ -168,6 +178,10 @@ pub(crate) fn spawn_poller(inner: &Arc<Inner>) {
         loop {
             ticker.tick().await;
             let Some(inner) = weak.upgrade() else { return };
+            let pending = inner.state.lock().pending_bump;
+            if let (true, Some(redis)) = (pending, inner.redis.clone()) {
+                inner.bump_shared(&redis).await;
+            }
             inner.refresh_generation().await;
         }
     });

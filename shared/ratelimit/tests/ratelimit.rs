@@ -425,3 +425,94 @@ mod layer {
         assert!(message.contains("rate limiter"), "{message}");
     }
 }
+
+/// A master of a fresh 3 + 3 cluster is killed while four callers check keys on every slot:
+/// every check is still answered (locally while the slot has no master), none waits longer
+/// than the budget allows, and Redis decides every key again once the replica took over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_cluster_master_under_load_keeps_deciding_and_recovers() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Instant;
+
+    let mut cluster = umcp_testkit::redis::RedisCluster::start();
+    let redis = connect(RedisConfig {
+        cluster_nodes: cluster.node_list(),
+        breaker_open_ms: 200,
+        ..RedisConfig::default()
+    })
+    .await;
+    // A budget a debug build meets while Redis is healthy; the decision never waits longer.
+    let mut config = config(1_000_000, FailureMode::Local);
+    config.redis_timeout_ms = 200;
+    let limiter = RateLimiter::new(config, Some(redis));
+    let principals: Vec<String> = (0..24).map(|i| format!("user-{i}")).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    // (when decided, how long it took, who, by whom)
+    type Log = Vec<(Instant, Duration, String, Source)>;
+    let log: Arc<parking_lot::Mutex<Log>> = Arc::default();
+    let callers: Vec<_> = (0..4)
+        .map(|n| {
+            let (limiter, stop, log) = (limiter.clone(), Arc::clone(&stop), Arc::clone(&log));
+            let mine: Vec<String> = principals.iter().skip(n).step_by(4).cloned().collect();
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    for principal in &mine {
+                        let call = Instant::now();
+                        let verdict = limiter.check("execute", principal).await;
+                        let Verdict::Checked {
+                            source, outcome, ..
+                        } = verdict
+                        else {
+                            panic!("local mode must always decide: {verdict:?}");
+                        };
+                        assert!(outcome.allowed, "far below the limit");
+                        let entry = (Instant::now(), call.elapsed(), principal.clone(), source);
+                        log.lock().push(entry);
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let master = cluster.masters()[0];
+    let killed_at = Instant::now();
+    cluster.nodes[master].kill();
+    // Recovered: after the last local decision, every key was decided by Redis again.
+    let recovered = umcp_testkit::eventually(Duration::from_secs(30), || {
+        let (log, principals) = (Arc::clone(&log), principals.clone());
+        async move {
+            let log = log.lock();
+            let Some(last_local) = log.iter().rev().find(|e| e.3 == Source::Local) else {
+                return false;
+            };
+            principals.iter().all(|p| {
+                log.iter()
+                    .any(|e| e.0 > last_local.0 && &e.2 == p && e.3 == Source::Redis)
+            })
+        }
+    })
+    .await;
+    let recovered_after = killed_at.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for caller in callers {
+        caller.await.expect("a caller panicked");
+    }
+    assert!(
+        recovered,
+        "redis never decided every key again after the failover"
+    );
+    let log = log.lock();
+    let local = log.iter().filter(|e| e.3 == Source::Local).count();
+    let slowest = log.iter().map(|e| e.1).max().unwrap_or_default();
+    eprintln!(
+        "{} decisions, {local} local during the failover, slowest {slowest:?}, every key on redis again within {recovered_after:?} of the kill",
+        log.len()
+    );
+    // Bounded: the 200 ms budget plus scheduling on a busy machine, never a hang.
+    assert!(
+        slowest < Duration::from_secs(2),
+        "a decision waited {slowest:?}"
+    );
+}

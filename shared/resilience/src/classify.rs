@@ -19,6 +19,7 @@ use std::error::Error as StdError;
 use tonic::Code;
 
 use crate::BoxError;
+use crate::timeout::Elapsed;
 
 /// How one call is recorded by a breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +39,8 @@ pub trait Classify<Res, E> {
 }
 
 /// The gRPC classifier: `UNAVAILABLE`, `DEADLINE_EXCEEDED`, transport and connect errors, and
-/// HTTP 5xx answers without a `grpc-status` are failures; `CANCELLED` is ignored; every other
+/// HTTP 5xx answers without a `grpc-status` are failures; `CANCELLED` and a caller's own short
+/// deadline running out ([`Elapsed::caller`]) are ignored; every other
 /// code is the backend answering. More codes can be made failures (e.g. `INTERNAL` for a
 /// backend known to use it only for its own faults).
 #[derive(Debug, Clone, Copy)]
@@ -93,6 +95,11 @@ impl GrpcClassifier {
     pub fn error(&self, error: &(dyn StdError + 'static)) -> Outcome {
         let mut next = Some(error);
         while let Some(e) = next {
+            if let Some(elapsed) = e.downcast_ref::<Elapsed>()
+                && !elapsed.counts_against_backend()
+            {
+                return Outcome::Ignore;
+            }
             if let Some(status) = e.downcast_ref::<tonic::Status>() {
                 return self.code(status.code());
             }

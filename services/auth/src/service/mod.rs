@@ -118,6 +118,11 @@ impl AuthCore {
         &self.verifier
     }
 
+    /// The revocation list (shared through Redis by [`crate::share`]).
+    pub(crate) fn revocations(&self) -> &Arc<Revocations> {
+        &self.revocations
+    }
+
     /// The access-token lifetime in seconds.
     #[must_use]
     pub fn access_ttl_secs(&self) -> i64 {

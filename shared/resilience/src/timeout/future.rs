@@ -18,12 +18,22 @@ pin_project! {
         response: F,
         #[pin]
         sleep: Sleep,
+        elapsed: Elapsed,
     }
 }
 
 impl<F> ResponseFuture<F> {
     pub(crate) fn new(response: F, sleep: Sleep) -> Self {
-        Self { response, sleep }
+        Self::failing_with(response, sleep, Elapsed::backend())
+    }
+
+    /// Fails with `elapsed` when `sleep` ends first.
+    pub(crate) fn failing_with(response: F, sleep: Sleep, elapsed: Elapsed) -> Self {
+        Self {
+            response,
+            sleep,
+            elapsed,
+        }
     }
 }
 
@@ -40,7 +50,7 @@ where
             return Poll::Ready(result.map_err(Into::into));
         }
         match this.sleep.poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(Box::new(Elapsed))),
+            Poll::Ready(()) => Poll::Ready(Err(Box::new(*this.elapsed))),
             Poll::Pending => Poll::Pending,
         }
     }
