@@ -30,6 +30,7 @@ test-rust:
 
 test-e2e: build
 	scripts/e2e-grpcurl.sh
+	scripts/e2e-python.sh
 
 ## deploy-check: docker-compose.yml and k8s/ validated offline
 deploy-check: venv kubectl

@@ -14,6 +14,7 @@ pub mod error;
 pub mod output;
 pub mod session;
 pub mod store;
+pub mod value;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -60,6 +61,15 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Login(args) => commands::auth::login(opts, args, out).await?,
         Command::Logout => commands::auth::logout(opts, out).await?,
         Command::Whoami => commands::auth::whoami(opts, out).await?,
+        Command::Exec(args) => return commands::exec::exec(opts, args, out).await,
+        Command::Lint(args) => commands::tools::lint(opts, args, out).await?,
+        Command::Test(args) => commands::tools::test(opts, args, out).await?,
+        Command::Gen(args) => commands::tools::gen_code(opts, args, out).await?,
+        Command::Languages => commands::exec::languages(opts, out).await?,
+        Command::Graph(command) => commands::graph::graph(opts, command, out).await?,
+        Command::Audit(command) => commands::audit::audit(opts, command, out).await?,
+        Command::Keys(command) => commands::accounts::keys(opts, command, out).await?,
+        Command::Users(command) => commands::accounts::users(opts, command, out).await?,
         Command::Completions(args) => {
             let mut stdout = std::io::stdout().lock();
             clap_complete::generate(args.shell, &mut Cli::command(), "umcp", &mut stdout);
