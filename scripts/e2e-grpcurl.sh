@@ -9,60 +9,12 @@ cd "$(dirname "$0")/.."
 source scripts/bin-dir.sh
 
 GRPCURL=$(realpath "${GRPCURL:-.venv/bin/grpcurl}")
-BIN_DIR=$(bin_dir)
 [ -x "$GRPCURL" ] || { echo "e2e: $GRPCURL missing (run: make tools)" >&2; exit 1; }
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  if [ ${#pids[@]} -gt 0 ]; then kill -TERM "${pids[@]}" 2>/dev/null || true; wait "${pids[@]}" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_for() { # description, command...
-  local what=$1; shift
-  for _ in $(seq 1 200); do "$@" 2>/dev/null && return 0; sleep 0.1; done
-  echo "e2e: gave up waiting for $what" >&2; tail -n 20 "$work"/*.log >&2; return 1
-}
-listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1"); }
-
-data="$work/data"
-mkdir -p "$data"
-auth_port=$(free_port); audit_port=$(free_port); graph_port=$(free_port); exec_port=$(free_port); gw_port=$(free_port)
-key_file="$data/service-api-key.txt"
-common=(UMCP_AUTH__URL="http://127.0.0.1:$auth_port" UMCP_AUTH__API_KEY_FILE="$key_file"
-  UMCP_AUDIT__URL="http://127.0.0.1:$audit_port")
-
-env "${common[@]}" UMCP_LISTEN="127.0.0.1:$auth_port" UMCP_DATA_ROOT="$data" UMCP_TRUST_FORWARDED_FOR=true \
-  UMCP_BOOTSTRAP_SERVICE_KEY_FILE="$key_file" UMCP_AUDIT__SPOOL_DIR="$data/spool/auth" \
-  "$BIN_DIR/umcp-auth" >"$work/auth.out" 2>"$work/auth.log" &
-pids+=($!)
-wait_for "auth" listening "$auth_port"
-wait_for "the service key file" test -s "$key_file"
-env "${common[@]}" UMCP_LISTEN="127.0.0.1:$audit_port" UMCP_DATA_DIR="$data/audit" \
-  "$BIN_DIR/umcp-audit" 2>"$work/audit.log" &
-pids+=($!)
-wait_for "audit" listening "$audit_port"
-env "${common[@]}" UMCP_LISTEN="127.0.0.1:$graph_port" UMCP_DATA_DIR="$data/graph" \
-  UMCP_AUDIT__SPOOL_DIR="$data/spool/graph" \
-  "$BIN_DIR/umcp-graph" 2>"$work/graph.log" &
-pids+=($!)
-wait_for "graph" listening "$graph_port"
-env "${common[@]}" UMCP_LISTEN="127.0.0.1:$exec_port" UMCP_GRAPH_URL="http://127.0.0.1:$graph_port" \
-  UMCP_AUDIT__SPOOL_DIR="$data/spool/execution" \
-  "$BIN_DIR/umcp-execution" 2>"$work/execution.log" &
-pids+=($!)
-wait_for "execution" listening "$exec_port"
-env "${common[@]}" UMCP_LISTEN="127.0.0.1:$gw_port" \
-  UMCP_BACKENDS__AUTH="http://127.0.0.1:$auth_port" UMCP_BACKENDS__GRAPH="http://127.0.0.1:$graph_port" \
-  UMCP_BACKENDS__EXECUTION="http://127.0.0.1:$exec_port" UMCP_BACKENDS__AUDIT="http://127.0.0.1:$audit_port" \
-  UMCP_HEALTH_INTERVAL_MS=200 UMCP_AUDIT__SPOOL_DIR="$data/spool/gateway" \
-  "$BIN_DIR/umcp-gateway" 2>"$work/gateway.log" &
-pids+=($!)
-wait_for "gateway" listening "$gw_port"
-sleep 0.5 # one health round, so the README's health check sees SERVING
+# The mesh on free ports with a throw-away data directory ($work, $data, $gw_port), stopped on
+# exit; shared with e2e-python.sh.
+source scripts/e2e-mesh.sh
+start_mesh
 
 # Patterns are quoted with " or ' (use ' when the pattern holds a ").
 # README.md → one script: each case runs in this shell (braces, not a subshell) and is checked.

@@ -1,12 +1,14 @@
-# Sourced by the end-to-end scripts (e2e-python.sh, e2e-cli.sh): starts the real mesh binaries
-# (auth, audit, graph, execution, gateway) on free ports with a throw-away data directory, the
-# way e2e-grpcurl.sh does, and stops them on exit.
+# shellcheck shell=bash
+# Sourced by the end-to-end scripts (e2e-grpcurl.sh, e2e-python.sh): starts the real mesh
+# binaries (auth, audit, graph, execution, gateway) on free ports with a throw-away data
+# directory, and stops them on exit.
 #
 # After `start_mesh`: $work (temp dir, removed on exit), $data (data root), $gw_port (the
 # gateway), $auth_port, ADMIN_PASSWORD (the bootstrap admin's, from $data/bootstrap-admin.txt).
 # Environment: BIN_DIR / PROFILE pick the binaries (scripts/bin-dir.sh); extra UMCP_* variables
 # reach every process.
 
+# shellcheck source=scripts/bin-dir.sh
 source "$(dirname "${BASH_SOURCE[0]}")/bin-dir.sh"
 
 work=$(mktemp -d)
@@ -63,6 +65,7 @@ start_mesh() {
   pids+=($!)
   wait_for "gateway" listening "$gw_port"
   wait_for "the bootstrap admin password" test -s "$data/bootstrap-admin.txt"
+  # shellcheck disable=SC2034 # read by the scripts that source this one
   ADMIN_PASSWORD=$(sed -n 's/^password: //p' "$data/bootstrap-admin.txt")
   sleep 0.5 # one health round, so the first calls see every backend SERVING
 }
