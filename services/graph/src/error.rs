@@ -53,6 +53,9 @@ fn store_status(err: StoreError) -> Status {
             "write_in_read_only_query",
             format!("{message}; Query only reads (use Upsert and Delete to change the graph)"),
         ),
+        StoreError::ConstraintViolated(_) => {
+            with_reason(Code::FailedPrecondition, "constraint_violated", message)
+        }
         StoreError::Syntax { .. } | StoreError::QueryFailed(_) => {
             invalid_argument("cypher", &message)
         }
@@ -98,6 +101,10 @@ mod tests {
                 key: "k".into(),
                 count: 1
             }),
+            Code::FailedPrecondition
+        );
+        assert_eq!(
+            code(StoreError::ConstraintViolated("Node(1) already exists".into())),
             Code::FailedPrecondition
         );
         assert_eq!(

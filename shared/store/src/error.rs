@@ -51,6 +51,10 @@ pub enum StoreError {
         /// 1-based column, when known.
         column: Option<u32>,
     },
+    /// The write broke a constraint of the database (e.g. one an operator added to a Neo4j
+    /// database); the message is the database's.
+    #[error("constraint violated: {0}")]
+    ConstraintViolated(String),
     /// The query is valid but failed while running for a reason the caller can fix (a type
     /// error, a missing parameter). The message is the engine's.
     #[error("query failed: {0}")]

@@ -1,5 +1,5 @@
 //! The `GraphStore` trait, its domain types and error, input validation, the parser-level
-//! read-only check for Cypher, and the embedded Grafeo backend.
+//! read-only check for Cypher, the embedded Grafeo backend and the Neo4j backend.
 //!
 //! Callers hold an `Arc<dyn GraphStore>`; every backend validates input with [`validate`] before
 //! writing anything and refuses writes in queries with [`readonly::check`].
@@ -11,6 +11,7 @@ mod error;
 pub mod grafeo;
 pub mod limits;
 mod model;
+pub mod neo4j;
 pub mod readonly;
 mod store;
 pub mod validate;

@@ -189,6 +189,7 @@ mod tests {
 }
 
 pub mod issuer;
+pub mod neo4j;
 pub mod redis;
 
 /// Adds a fixed `authorization` value to every call of a generated client.
