@@ -40,6 +40,9 @@ pub struct GatewayConfig {
     pub rate_limits: umcp_ratelimit::RateLimitConfig,
     /// Backend clients: pool, breaker, timeout, retries (`UMCP_UPSTREAM__*`).
     pub upstream: UpstreamConfig,
+    /// The HTTP port with MCP at `/mcp` (`UMCP_HTTP__LISTEN`, default `127.0.0.1:8080`, empty
+    /// turns it off; allowed hosts and origins, …: see [`crate::mcp::HttpConfig`]).
+    pub http: crate::mcp::HttpConfig,
 }
 
 /// Backend base URLs, `http://host:port`.
@@ -73,6 +76,7 @@ impl Default for GatewayConfig {
             redis: umcp_redis::RedisConfig::default(),
             rate_limits: umcp_ratelimit::RateLimitConfig::default(),
             upstream: UpstreamConfig::default(),
+            http: crate::mcp::HttpConfig::default(),
         }
     }
 }
@@ -123,6 +127,7 @@ impl Validate for GatewayConfig {
             50..=60_000,
         ));
         problems.extend(self.upstream.problems());
+        problems.extend(self.http.problems());
         problems.extend(check_range(
             "health_interval_ms",
             self.health_interval_ms,

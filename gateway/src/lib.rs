@@ -6,6 +6,7 @@
 
 mod config;
 mod health;
+pub mod mcp;
 mod proxy;
 mod routes;
 mod upstream;
@@ -23,6 +24,7 @@ use umcp_authz::{AuthClient, Verifier};
 use umcp_rpc::process::ProcessConfig;
 
 pub use config::{Backends, GatewayConfig, UpstreamConfig};
+pub use mcp::HttpConfig;
 
 impl ProcessConfig for GatewayConfig {
     fn log(&self) -> &umcp_telemetry::LogConfig {
@@ -52,6 +54,9 @@ pub enum GatewayError {
     /// Serving failed.
     #[error(transparent)]
     Serve(#[from] umcp_rpc::ServeError),
+    /// The HTTP port (MCP) could not be bound or served.
+    #[error("http port: {0}")]
+    Http(#[source] std::io::Error),
 }
 
 /// Serves the gateway on `listener` until `shutdown` completes, verifying tokens against the
@@ -107,7 +112,39 @@ pub async fn run_with_http(
         .credentials
         .clone()
         .map(|c| c as Arc<dyn TokenProvider>);
-    serve(listener, config, verifier, emitter, forwarder, shutdown).await
+    let Some(http) = http else {
+        return serve(listener, config, verifier, emitter, forwarder, shutdown).await;
+    };
+    let grpc = listener.local_addr().map_err(GatewayError::Http)?;
+    // A wildcard listen address is reached over loopback.
+    let host = if grpc.ip().is_unspecified() {
+        std::net::IpAddr::from([127, 0, 0, 1])
+    } else {
+        grpc.ip()
+    };
+    let wiring = mcp::McpWiring {
+        verifier: Arc::clone(&auth.verifier),
+        emitter: emitter.clone(),
+        gateway_url: format!("http://{}", std::net::SocketAddr::new(host, grpc.port())),
+        auth_url: config.auth.url.clone(),
+    };
+    let (stop, stopped) = tokio::sync::watch::channel(());
+    let mut mcp_stopped = stopped.clone();
+    let mcp = tokio::spawn(mcp::serve(http, config.http.clone(), wiring, async move {
+        let _ = mcp_stopped.changed().await;
+    }));
+    let result = serve(listener, config, verifier, emitter, forwarder, async move {
+        shutdown.await;
+        let _ = stop.send(());
+    })
+    .await;
+    drop(stopped);
+    match mcp.await {
+        Ok(Err(error)) => tracing::error!(%error, "mcp http port failed"),
+        Err(error) => tracing::error!(%error, "mcp http task panicked"),
+        Ok(Ok(())) => {}
+    }
+    result
 }
 
 /// [`run`] with its parts given: the entry tests use. `verifier: None` turns the gateway's own

@@ -3,5 +3,9 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    umcp_rpc::process::main("gateway", umcp_gateway::run)
+    // The HTTP port (MCP) is bound before serving, so a taken port stops the start-up.
+    umcp_rpc::process::main("gateway", |listener, config, shutdown| async move {
+        let http = umcp_gateway::bind_http(&config).await?;
+        umcp_gateway::run_with_http(listener, http, config, shutdown).await
+    })
 }

@@ -4,6 +4,7 @@
 
 mod audit;
 mod hardening;
+mod mcp;
 mod mesh;
 mod ratelimit;
 mod recording;
