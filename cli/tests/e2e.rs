@@ -105,6 +105,36 @@ fn a_stored_login_refreshes_itself_after_the_access_token_expired() {
     assert_eq!(me.json()["authMethod"], "refresh");
 }
 
+/// Refresh tokens rotate, and presenting a rotated one revokes the whole login: parallel runs
+/// that all find the access token stale must refresh once between them (the store's lock).
+#[test]
+fn parallel_runs_with_a_stale_token_refresh_once_and_keep_the_login() {
+    let user = User::new();
+    user.login("admin", ADMIN_PW);
+    let mut file = stored(&user);
+    let endpoint = format!("http://{}", gateway());
+    file["logins"][&endpoint]["access_expires_at"] = serde_json::json!(0);
+    std::fs::write(user.credentials(), file.to_string()).unwrap();
+    let before = stored_login(&user)["refresh_token"].clone();
+
+    let children: Vec<_> = (0..4)
+        .map(|_| user.command(&["whoami", "--json"]).spawn().unwrap())
+        .collect();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let after = stored_login(&user);
+    assert_ne!(after["refresh_token"], before, "refreshed");
+    let again = user.run(&["whoami"], "");
+    assert_eq!(again.code, 0, "the login survived: {again:?}");
+}
+
 #[test]
 fn exec_streams_output_and_exits_with_the_programs_code() {
     let user = User::new();
