@@ -17,6 +17,7 @@ run verify "token verification (EdDSA, JWKS cache, revocation set)" "$bin/bench_
 run gateway "gateway overhead: GetMetrics direct / through the gateway / gateway without auth" \
   "$bin/bench_gateway" "${BENCH_SECONDS:-5}" 4 16
 run sandbox "sandbox overhead: python print(1) sandboxed vs bare" "$bin/sandbox_bench"
+run execute-phases "one Execute, phase by phase (tracing spans), vs a bare interpreter" "$bin/execute_phases" 200
 run execute "end-to-end Execute through the gateway vs direct" "$bin/bench_execute" 200
 [ -x "$bin/bench_breaker" ] && run breaker "circuit breaker: rejection while open, closed overhead" "$bin/bench_breaker"
 [ -x "$bin/audit_bench" ] && run audit "audit: durable append and query on 1M events" "$bin/audit_bench"

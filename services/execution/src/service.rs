@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::admission::{Admission, AdmissionLimits};
 use crate::config::ExecutionConfig;
@@ -118,11 +119,16 @@ impl ExecutionService {
         if let Some(sink) = &self.sink {
             let sink = Arc::clone(sink);
             let user = user.to_owned();
-            tokio::spawn(async move {
-                if let Err(e) = sink.record(&user, activity).await {
-                    tracing::warn!(error = %e, "result sink failed");
+            // After the response: persistence is never on the caller's path.
+            let span = tracing::debug_span!(parent: None, "exec.persist");
+            tokio::spawn(
+                async move {
+                    if let Err(e) = sink.record(&user, activity).await {
+                        tracing::warn!(error = %e, "result sink failed");
+                    }
                 }
-            });
+                .instrument(span),
+            );
         }
     }
 
@@ -167,8 +173,16 @@ impl ExecutionService {
         spec: RunSpec,
         chunks: Option<mpsc::Sender<Chunk>>,
     ) -> Result<Result<RunOutput, RunError>, ExecError> {
-        let _ticket = self.admission.admit(user).await?;
-        match self.sandbox.run(spec, chunks).await {
+        let _ticket = self
+            .admission
+            .admit(user)
+            .instrument(tracing::debug_span!("exec.admission"))
+            .await?;
+        let run = self
+            .sandbox
+            .run(spec, chunks)
+            .instrument(tracing::debug_span!("exec.sandbox"));
+        match run.await {
             Err(RunError::Invalid(m)) => Err(ExecError::InvalidArgument(m)),
             Err(RunError::Cancelled) => Err(ExecError::Cancelled),
             other => Ok(other),
@@ -181,9 +195,13 @@ impl ExecutionService {
         user: &str,
         input: ExecuteInput,
     ) -> Result<ExecutionResult, ExecError> {
-        let (spec, fingerprint) = self.prepare(&input)?;
+        let (spec, fingerprint) = {
+            let _span = tracing::debug_span!("exec.validate").entered();
+            self.prepare(&input)?
+        };
         let run = || async {
             let outcome = self.run_admitted(user, spec, None).await?;
+            let _span = tracing::debug_span!("exec.result").entered();
             let result = to_result(outcome);
             self.report(
                 user,

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tracing::Instrument;
 
 use super::cgroup::{self, CgroupMode, CgroupSlot, Pool};
 use super::run::run_in_slot;
@@ -174,7 +175,10 @@ impl Sandbox for NamespaceSandbox {
     ) -> Result<RunOutput, RunError> {
         let lease = self.lease().await?;
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(run_in_slot(lease, spec, chunks, stop_rx));
+        // The run's spans stay children of the caller's, though the run has its own task.
+        let task = tokio::spawn(
+            run_in_slot(lease, spec, chunks, stop_rx).instrument(tracing::Span::current()),
+        );
         let result = task.await;
         drop(stop_tx);
         match result {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 use super::cgroup::{CgroupLimits, CgroupStats};
 use super::child::{self, ChildPlan, ChildStdio, PlanParts, UserMaps};
@@ -31,6 +32,8 @@ impl Drop for Release {
     fn drop(&mut self) {
         let (lease, ns) = (self.lease.take(), self.mount_ns.take());
         let finish = move || {
+            // Off the caller's path: the result was already returned.
+            let _span = tracing::debug_span!("sandbox.release").entered();
             drop(ns);
             drop(lease);
         };
@@ -60,6 +63,7 @@ pub(super) async fn run_in_slot(
         .ok_or(RunError::Cancelled)?;
     let uid = inner.options.uid_base + slot.index as u32;
     let limits = spec.limits;
+    let prepare = tracing::debug_span!("sandbox.prepare").entered();
     arm_cgroup(slot, &limits)?;
     let pipes = Pipes::open(spec.capture_fd3)?;
     if !inner.rootless {
@@ -68,7 +72,13 @@ pub(super) async fn run_in_slot(
     let started_at = Instant::now();
     let (plan, parent) = pipes.split();
     let plan = build_plan(&inner, slot, &spec, uid, plan)?;
-    let mut started = slot.spawner.spawn(plan).await.map_err(RunError::Resource)?;
+    drop(prepare);
+    let mut started = slot
+        .spawner
+        .spawn(plan)
+        .instrument(tracing::debug_span!("sandbox.clone"))
+        .await
+        .map_err(RunError::Resource)?;
     release.mount_ns = started.mount_ns.take();
     tracing::debug!(
         pid = started.pid,
@@ -103,6 +113,7 @@ pub(super) async fn run_in_slot(
     let seen = supervisor::supervise(ends, watch)
         .await
         .map_err(RunError::Resource)?;
+    let _teardown = tracing::debug_span!("sandbox.teardown").entered();
     let stats = slot.cgroup.as_mut().map(|c| c.end()).unwrap_or_default();
     outcome(seen, stats, &limits)
 }

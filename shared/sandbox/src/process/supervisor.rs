@@ -116,6 +116,11 @@ pub(super) async fn supervise(ends: ParentEnds, watch: Watch<'_>) -> io::Result<
     let chunks = watch.chunks.as_ref();
     let cap = watch.output_cap;
     let pidfd = sys::register(pidfd, Interest::READABLE)?;
+    // The report pipe is close-on-exec: it turns readable (EOF) when the program's execve
+    // succeeded, which splits the run into setup (namespaces, mounts, credentials, seccomp)
+    // and the program itself, as two spans.
+    sys::set_nonblocking(report.as_raw_fd()).map_err(io::Error::from_raw_os_error)?;
+    let report = sys::register(report, Interest::READABLE)?;
     let stdin_data = watch.stdin;
     let cgroup = watch.cgroup;
     let deadline = tokio::time::Instant::from_std(watch.started_at + watch.wall_limit);
@@ -123,6 +128,8 @@ pub(super) async fn supervise(ends: ParentEnds, watch: Watch<'_>) -> io::Result<
     let mut cancel = watch.cancel;
 
     let wait = async {
+        let mut setup_span = Some(tracing::debug_span!("sandbox.setup"));
+        let mut program_span = None;
         let mut timed_out = false;
         let mut cancelled = false;
         let mut cpu_watch = cgroup.is_some();
@@ -131,6 +138,10 @@ pub(super) async fn supervise(ends: ParentEnds, watch: Watch<'_>) -> io::Result<
         loop {
             tokio::select! {
                 ready = pidfd.readable() => { let _exited = ready?; break; }
+                _ = report.readable(), if setup_span.is_some() => {
+                    drop(setup_span.take());
+                    program_span = Some(tracing::debug_span!("sandbox.program"));
+                }
                 _ = tokio::time::sleep_until(deadline), if !timed_out => {
                     timed_out = true;
                     killer.kill(KillReason::Timeout);
@@ -147,6 +158,7 @@ pub(super) async fn supervise(ends: ParentEnds, watch: Watch<'_>) -> io::Result<
                 }
             }
         }
+        drop(program_span);
         io::Result::Ok(())
     };
     let keep = chunks.is_none();
@@ -171,7 +183,7 @@ pub(super) async fn supervise(ends: ParentEnds, watch: Watch<'_>) -> io::Result<
     let reaped =
         sys::waitid_pidfd(pidfd.get_ref().as_raw_fd()).map_err(io::Error::from_raw_os_error)?;
     waited?;
-    let setup_error = read_report(&report);
+    let setup_error = read_report(report.get_ref());
     Ok(Supervised {
         reaped,
         killed: killer.reason(),
@@ -266,7 +278,6 @@ async fn feed(fd: Option<OwnedFd>, data: Vec<u8>) {
 /// (if any) is in the pipe; EAGAIN only means another fresh child still holds a copy of the
 /// write end until its own execve.
 fn read_report(report: &OwnedFd) -> Option<(u32, i32)> {
-    sys::set_nonblocking(report.as_raw_fd()).ok()?;
     let mut buf = [0u8; 8];
     match sys::read(report.as_raw_fd(), &mut buf) {
         Ok(8) => super::child::decode_report(&buf),
