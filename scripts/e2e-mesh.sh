@@ -4,7 +4,8 @@
 # directory, and stops them on exit.
 #
 # After `start_mesh`: $work (temp dir, removed on exit), $data (data root), $gw_port (the
-# gateway), $auth_port, ADMIN_PASSWORD (the bootstrap admin's, from $data/bootstrap-admin.txt).
+# gateway), $mcp_port (its HTTP port, /mcp), $auth_port, ADMIN_PASSWORD (the bootstrap
+# admin's, from $data/bootstrap-admin.txt).
 # Environment: BIN_DIR / PROFILE pick the binaries (scripts/bin-dir.sh); extra UMCP_* variables
 # reach every process.
 
@@ -33,6 +34,7 @@ start_mesh() {
   data="$work/data"
   mkdir -p "$data"
   auth_port=$(free_port); audit_port=$(free_port); graph_port=$(free_port); exec_port=$(free_port); gw_port=$(free_port)
+  mcp_port=$(free_port) # the gateway's HTTP port: /mcp
   key_file="$data/service-api-key.txt"
   common=(UMCP_AUTH__URL="http://127.0.0.1:$auth_port" UMCP_AUTH__API_KEY_FILE="$key_file"
     UMCP_AUDIT__URL="http://127.0.0.1:$audit_port")
@@ -61,6 +63,7 @@ start_mesh() {
     UMCP_BACKENDS__AUTH="http://127.0.0.1:$auth_port" UMCP_BACKENDS__GRAPH="http://127.0.0.1:$graph_port" \
     UMCP_BACKENDS__EXECUTION="http://127.0.0.1:$exec_port" UMCP_BACKENDS__AUDIT="http://127.0.0.1:$audit_port" \
     UMCP_HEALTH_INTERVAL_MS=200 UMCP_AUDIT__SPOOL_DIR="$data/spool/gateway" \
+    UMCP_HTTP__LISTEN="127.0.0.1:$mcp_port" \
     "$bin_dir/umcp-gateway" 2>"$work/gateway.log" &
   pids+=($!)
   wait_for "gateway" listening "$gw_port"

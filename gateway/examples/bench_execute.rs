@@ -111,6 +111,8 @@ async fn main() {
             ("UMCP_BACKENDS__AUDIT", String::new()),
             // 200 executions of one principal: measure the path, not the limiter.
             ("UMCP_RATE_LIMITS__ENABLED", "false".into()),
+            // The HTTP (MCP) port is not measured here; no fixed port to collide on.
+            ("UMCP_HTTP__LISTEN", String::new()),
             ("UMCP_AUTH__JWKS_FILE", jwks),
             ("UMCP_LOG__FILTER", "error".into()),
         ],

@@ -245,6 +245,8 @@ async fn main() {
                     connections.to_string(),
                 ),
                 ("UMCP_LOG__FILTER", "error".into()),
+                // Several gateways run at once: the HTTP (MCP) port is not measured here.
+                ("UMCP_HTTP__LISTEN", String::new()),
             ];
             if let Some(redis_url) = limits {
                 // Limits on, decided in Redis, with a budget the load never reaches: the cost of
