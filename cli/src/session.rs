@@ -422,6 +422,31 @@ pub(crate) fn missing(call: &'static str, field: &str) -> CliError {
 mod tests {
     use super::*;
 
+    /// `umcp mcp` serves many requests at once from one session, on a multi-threaded runtime.
+    #[test]
+    fn sessions_and_their_token_futures_can_cross_threads() {
+        fn is_send<T: Send>(_: &T) {}
+        fn is_send_sync<T: Send + Sync>() {}
+        is_send_sync::<Session>();
+        let dir = tempfile::tempdir().unwrap();
+        let opts = GlobalOpts {
+            endpoint: Some("127.0.0.1:1".into()),
+            api_key: None,
+            token: Some("a.b.c".into()),
+            json: false,
+            config_dir: Some(dir.path().to_path_buf()),
+            timeout: Duration::from_secs(1),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let session = runtime.block_on(async { Session::load(&opts) }).unwrap();
+        is_send(&session.access_token());
+        is_send(&session.request(()));
+        assert_eq!(runtime.block_on(session.access_token()).unwrap(), "a.b.c");
+    }
+
     #[test]
     fn endpoints_get_a_scheme_and_https_is_refused_with_a_reason() {
         assert_eq!(
