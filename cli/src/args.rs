@@ -57,7 +57,7 @@ pub struct GlobalOpts {
     #[arg(long, env = "UMCP_CONFIG_DIR", global = true)]
     pub config_dir: Option<PathBuf>,
     /// Deadline of each call (e.g. `30s`, `2m`); `umcp exec` and `umcp test` add their run's
-    /// wall-time limit to it.
+    /// wall-time limit to it. More than 0, at most 1 day.
     #[arg(long, env = "UMCP_TIMEOUT", global = true, default_value = "60s", value_parser = parse_duration)]
     pub timeout: Duration,
 }

@@ -31,6 +31,8 @@ use crate::store::{Login, Store, now_secs};
 const MAX_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
 /// How long connecting to the gateway may take before a call fails with UNAVAILABLE.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest `--timeout` / `UMCP_TIMEOUT` accepted, in seconds (one day).
+const MAX_TIMEOUT_SECS: f64 = 86_400.0;
 /// API keys carry this type prefix; JWTs never start with it.
 const API_KEY_PREFIX: &str = "umcp_";
 
@@ -49,6 +51,13 @@ impl Connection {
     /// # Errors
     /// A malformed endpoint, or an unreadable credential store.
     pub fn open(opts: &GlobalOpts) -> Result<Self, CliError> {
+        // Zero would fail every call at once; more than a day is a typo, not a deadline.
+        let secs = opts.timeout.as_secs_f64();
+        if let Some(problem) = umcp_config::check_range("timeout", secs, 0.001..=MAX_TIMEOUT_SECS) {
+            return Err(CliError::Usage(format!(
+                "{problem} (seconds; e.g. --timeout 30s)"
+            )));
+        }
         let store = Store::locate(opts.config_dir.as_deref())?;
         let endpoint = match &opts.endpoint {
             Some(endpoint) => normalize_endpoint(endpoint)?,
@@ -445,6 +454,15 @@ mod tests {
         is_send(&session.access_token());
         is_send(&session.request(()));
         assert_eq!(runtime.block_on(session.access_token()).unwrap(), "a.b.c");
+        let zero = GlobalOpts {
+            timeout: Duration::ZERO,
+            ..opts
+        };
+        let error = Connection::open(&zero).unwrap_err().to_string();
+        assert!(
+            error.starts_with("timeout (UMCP_TIMEOUT) must be"),
+            "{error}"
+        );
     }
 
     #[test]
