@@ -10,6 +10,7 @@ use umcp_cache::CacheConfig;
 use umcp_config::{Validate, check_range, check_socket_addr, env_name};
 use umcp_redis::RedisConfig;
 use umcp_store::grafeo::GrafeoConfig;
+use umcp_store::neo4j::Neo4jConfig;
 use umcp_telemetry::LogConfig;
 
 /// Settings of `umcp-graph`.
@@ -49,6 +50,11 @@ pub struct GraphConfig {
     pub redis: RedisConfig,
     /// The query and metrics cache (`UMCP_CACHE__ENABLED`, `UMCP_CACHE__TTL_MS`, …).
     pub cache: CacheConfig,
+    /// Neo4j instead of the embedded store when `UMCP_NEO4J__URI` is set (`UMCP_NEO4J__USER`,
+    /// `UMCP_NEO4J__PASSWORD`, `UMCP_NEO4J__DATABASE`, pool and breaker settings; see
+    /// [`Neo4jConfig`]). `data_dir`, the memory ceiling and the checkpoint interval are then
+    /// unused; `max_query_time_ms` bounds Neo4j queries too.
+    pub neo4j: Neo4jConfig,
 }
 
 impl Default for GraphConfig {
@@ -69,6 +75,7 @@ impl Default for GraphConfig {
             log: LogConfig::default(),
             redis: RedisConfig::default(),
             cache: CacheConfig::default(),
+            neo4j: Neo4jConfig::default(),
         }
     }
 }
@@ -89,6 +96,16 @@ impl GraphConfig {
     }
 }
 
+impl GraphConfig {
+    /// The Neo4j backend's settings, or `None` when `UMCP_NEO4J__URI` is not set.
+    pub fn neo4j_store(&self) -> Option<Neo4jConfig> {
+        self.neo4j.enabled().then(|| Neo4jConfig {
+            max_query_time_ms: self.max_query_time_ms,
+            ..self.neo4j.clone()
+        })
+    }
+}
+
 impl Validate for GraphConfig {
     fn validate(&self) -> Vec<String> {
         let mut problems = self.log.problems();
@@ -96,6 +113,7 @@ impl Validate for GraphConfig {
         problems.extend(self.audit.problems());
         problems.extend(self.redis.problems());
         problems.extend(self.cache.problems());
+        problems.extend(self.neo4j.problems());
         problems.extend(check_socket_addr("listen", &self.listen, "127.0.0.1:50053"));
         if self.data_dir.as_os_str().is_empty() {
             problems.push(format!(
@@ -156,6 +174,34 @@ mod tests {
         assert_eq!(cfg.data_dir, PathBuf::from("/tmp/g"));
         assert_eq!(cfg.store().max_query_time, Duration::from_millis(1500));
         assert_eq!(cfg.listen, "127.0.0.1:50053");
+    }
+
+    #[test]
+    fn neo4j_is_chosen_by_its_uri() {
+        assert_eq!(GraphConfig::default().neo4j_store(), None);
+        let cfg: GraphConfig = load(&Sources::env([
+            ("UMCP_NEO4J__URI", "bolt://db:7687"),
+            ("UMCP_NEO4J__PASSWORD", "secret"),
+            ("UMCP_NEO4J__MAX_CONNECTIONS", "12"),
+            ("UMCP_MAX_QUERY_TIME_MS", "2000"),
+        ]))
+        .expect("valid");
+        let neo4j = cfg.neo4j_store().expect("neo4j configured");
+        assert_eq!(
+            (
+                neo4j.uri.as_str(),
+                neo4j.password.expose(),
+                neo4j.max_connections
+            ),
+            ("bolt://db:7687", "secret", 12)
+        );
+        assert_eq!(
+            (neo4j.database.as_str(), neo4j.max_query_time_ms),
+            ("neo4j", 2000)
+        );
+        let err = load::<GraphConfig>(&Sources::env([("UMCP_NEO4J__URI", "bolt://db:7687")]))
+            .expect_err("no password");
+        assert!(err.to_string().contains("UMCP_NEO4J__PASSWORD"), "{err}");
     }
 
     #[test]

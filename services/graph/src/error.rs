@@ -104,7 +104,9 @@ mod tests {
             Code::FailedPrecondition
         );
         assert_eq!(
-            code(StoreError::ConstraintViolated("Node(1) already exists".into())),
+            code(StoreError::ConstraintViolated(
+                "Node(1) already exists".into()
+            )),
             Code::FailedPrecondition
         );
         assert_eq!(

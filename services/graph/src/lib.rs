@@ -14,6 +14,7 @@ use umcp_authz::AuthClient;
 use umcp_proto::graph::v1::graph_service_server::GraphServiceServer;
 use umcp_store::GraphStore;
 use umcp_store::grafeo::GrafeoStore;
+use umcp_store::neo4j::Neo4jStore;
 
 pub use umcp_rpc::Wiring;
 
@@ -24,7 +25,8 @@ pub use grpc::GraphGrpc;
 
 /// Serves the graph service on `listener` until `shutdown` completes, verifying tokens with the
 /// auth service of `config.auth` and auditing through `config.audit`. Opens (and on return
-/// closes) the store in `config.data_dir`.
+/// closes) the store: Neo4j when `UMCP_NEO4J__URI` is set, else the embedded one in
+/// `config.data_dir`.
 ///
 /// # Errors
 /// When the verifier cannot start, the store cannot be opened (e.g. another process holds its
@@ -58,14 +60,27 @@ pub async fn serve(
     wiring: Wiring,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let store = GrafeoStore::open(config.store()).await.map_err(|e| {
-        anyhow::anyhow!(
-            "cannot open the graph store in {}: {e}",
-            config.data_dir.display()
-        )
-    })?;
-    tracing::info!(backend = store.backend(), data_dir = %config.data_dir.display(), "graph store open");
-    serve_store(listener, Arc::new(store), config, wiring, shutdown).await
+    let store: Arc<dyn GraphStore> = match config.neo4j_store() {
+        Some(neo4j) => {
+            let uri = neo4j.uri.clone();
+            let store = Neo4jStore::open(neo4j)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot open the neo4j store at {uri}: {e}"))?;
+            tracing::info!(backend = store.backend(), uri = %uri, "graph store open");
+            Arc::new(store)
+        }
+        None => {
+            let store = GrafeoStore::open(config.store()).await.map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot open the graph store in {}: {e}",
+                    config.data_dir.display()
+                )
+            })?;
+            tracing::info!(backend = store.backend(), data_dir = %config.data_dir.display(), "graph store open");
+            Arc::new(store)
+        }
+    };
+    serve_store(listener, store, config, wiring, shutdown).await
 }
 
 /// [`serve`] over a store that is already open (tests run two replicas over one store): wraps

@@ -240,7 +240,7 @@ impl Neo4jStore {
                         }
                     }
                 });
-                match tokio::time::timeout_at(deadline, task).await {
+                let result = match tokio::time::timeout_at(deadline, task).await {
                     Ok(Ok(result)) => result,
                     Ok(Err(join)) => Err(Failure::neutral(StoreError::Internal(format!(
                         "neo4j write task failed: {join}"
@@ -248,7 +248,13 @@ impl Neo4jStore {
                     Err(_) => Err(Failure::neutral(StoreError::DeadlineExceeded(
                         "the write did not finish before the deadline; it is rolled back".into(),
                     ))),
+                };
+                if matches!(&result, Err(f) if f.outcome == umcp_resilience::classify::Outcome::Failure) {
+                    // The server may come back restored or rebuilt: check the constraint
+                    // again (it is idempotent) before the next write.
+                    store.inner.constraint_ready.store(false, Ordering::Release);
                 }
+                result
             }
         });
         run.await
