@@ -31,6 +31,7 @@ test-rust:
 test-e2e: build
 	scripts/e2e-grpcurl.sh
 	scripts/e2e-python.sh
+	scripts/e2e-mcp.sh
 
 ## deploy-check: docker-compose.yml and k8s/ validated offline
 deploy-check: venv kubectl

@@ -96,6 +96,9 @@ pub enum Command {
     /// Manage users (admin).
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Serve MCP over stdio (for MCP clients that launch a server process), forwarding every
+    /// tool call to the gateway with these credentials.
+    Mcp,
     /// Print a shell completion script (e.g. `umcp completions bash > ~/.local/share/bash-completion/completions/umcp`).
     Completions(CompletionsArgs),
 }

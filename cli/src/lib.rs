@@ -11,6 +11,7 @@
 pub mod args;
 pub mod commands;
 pub mod error;
+pub mod mcp;
 pub mod output;
 pub mod session;
 pub mod store;
@@ -70,6 +71,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Audit(command) => commands::audit::audit(opts, command, out).await?,
         Command::Keys(command) => commands::accounts::keys(opts, command, out).await?,
         Command::Users(command) => commands::accounts::users(opts, command, out).await?,
+        Command::Mcp => return mcp::serve(opts).await,
         Command::Completions(args) => {
             let mut stdout = std::io::stdout().lock();
             clap_complete::generate(args.shell, &mut Cli::command(), "umcp", &mut stdout);
