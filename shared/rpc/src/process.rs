@@ -23,6 +23,11 @@ pub trait ProcessConfig: Default + Serialize + DeserializeOwned + Validate {
     fn log(&self) -> &LogConfig;
     /// The gRPC listen address.
     fn listen(&self) -> &str;
+    /// The operations port (`/metrics`, `/healthz`, `/readyz`); `None` or an empty address:
+    /// not served (the gateway serves them on its own HTTP port).
+    fn ops(&self) -> Option<&crate::ops::OpsConfig> {
+        None
+    }
 }
 
 /// Runs a service binary: `run(listener, config, shutdown)` is the service's library entry.
@@ -63,10 +68,28 @@ where
                 return ExitCode::from(EXIT_UNAVAILABLE);
             }
         };
-        if let Ok(addr) = listener.local_addr() {
+        let grpc = listener.local_addr().ok();
+        if let Some(addr) = grpc {
             tracing::info!(component, %addr, "listening");
         }
-        match run(listener, config, Box::pin(shutdown_signal())).await {
+        let ops = match (config.ops().filter(|o| !o.listen.is_empty()), grpc) {
+            (Some(ops), Some(grpc)) => match TcpListener::bind(&ops.listen).await {
+                Ok(http) => {
+                    tracing::info!(component, listen = %ops.listen, "serving metrics and probes");
+                    Some(tokio::spawn(crate::ops::serve(http, grpc, std::future::pending())))
+                }
+                Err(e) => {
+                    tracing::error!(listen = %ops.listen, error = %e, "cannot bind the http address");
+                    return ExitCode::from(EXIT_UNAVAILABLE);
+                }
+            },
+            _ => None,
+        };
+        let result = run(listener, config, Box::pin(shutdown_signal())).await;
+        if let Some(ops) = ops {
+            ops.abort();
+        }
+        match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!(component, error = %e, "service failed");

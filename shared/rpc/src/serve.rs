@@ -25,6 +25,7 @@ use umcp_authz::{AuthLayer, Verifier};
 
 use crate::correlation::CorrelationLayer;
 use crate::framing::FramingLayer;
+use crate::metrics::MetricsLayer;
 
 /// Largest request or response message any umcp service decodes or encodes (4 MiB). Services
 /// with smaller documented limits check them in their own validation.
@@ -199,6 +200,8 @@ impl Server {
         server_builder()
             // Outermost, so even a rejected call has a correlation id on its logs and response.
             .layer(CorrelationLayer::new(component))
+            // Every call counted and timed with its final code, refused ones included.
+            .layer(MetricsLayer::new(component))
             // Malformed calls (not gRPC, no or two messages, cut short) get a precise status.
             .layer(FramingLayer)
             // Then the catalogue's access rules: nothing below runs for a caller who may not.
@@ -239,6 +242,8 @@ impl Server {
         server_builder()
             // Outermost: every request, even a rejected one, gets a correlation id and a span.
             .layer(CorrelationLayer::new(component))
+            // Every call counted and timed with its final code, refused ones included.
+            .layer(MetricsLayer::new(component))
             // Then the access rules, before any routing work or backend connection is spent.
             .layer(tower::util::option_layer(auth))
             .serve_with_incoming_shutdown(proxy, incoming, shutdown)

@@ -7,6 +7,8 @@
 
 #![warn(missing_docs)]
 
+pub mod metrics;
+
 use serde::{Deserialize, Serialize};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::FmtSpan;
