@@ -356,4 +356,41 @@ mod tests {
         assert!(!may_call("graph_upsert", &viewer));
         assert!(!may_call("no_such_tool", &viewer));
     }
+
+    #[tokio::test]
+    async fn the_routers_serve_exactly_the_catalogued_tools_with_object_schemas() {
+        let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
+        let server = McpServer::new(Link {
+            channel,
+            timeout: Duration::from_secs(1),
+            callers: Callers::Http,
+        });
+        let mut routed: Vec<String> = server
+            .tool_router
+            .list_all()
+            .iter()
+            .map(|t| t.name.to_string())
+            .collect();
+        routed.sort();
+        let mut catalogued: Vec<String> =
+            TOOL_METHODS.iter().map(|(n, _)| (*n).to_owned()).collect();
+        catalogued.sort();
+        assert_eq!(routed, catalogued);
+        for tool in server.tool_router.list_all() {
+            assert_eq!(
+                tool.input_schema.get("type"),
+                Some(&json!("object")),
+                "{}",
+                tool.name
+            );
+            assert!(
+                tool.description.as_deref().is_some_and(|d| d.len() > 40),
+                "{}",
+                tool.name
+            );
+            let refs = serde_json::to_string(&tool.input_schema).unwrap_or_default();
+            assert!(!refs.contains("$ref"), "{}: schemas are inlined", tool.name);
+        }
+        assert_eq!(server.prompt_router.list_all().len(), 3);
+    }
 }
