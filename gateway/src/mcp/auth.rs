@@ -92,9 +92,11 @@ pub(crate) async fn require_caller(
         Ok(principal) => {
             request.extensions_mut().insert(Caller {
                 principal,
-                correlation,
+                correlation: correlation.clone(),
             });
-            next.run(request).await
+            let mut response = next.run(request).await;
+            set_correlation(response.headers_mut(), &correlation);
+            response
         }
         Err(Refusal::Unauthenticated(error)) => {
             record(&state, request.headers(), &correlation, &error);

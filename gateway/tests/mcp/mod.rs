@@ -377,6 +377,7 @@ async fn execute_code_streams_output_as_progress_notifications() {
         Some("mcp-stream-1"),
         "the correlation id reached the backend"
     );
+    assert_eq!(reply.headers["x-correlation-id"], "mcp-stream-1");
 }
 
 #[tokio::test]
