@@ -32,6 +32,7 @@ test-e2e: build
 	scripts/e2e-grpcurl.sh
 	scripts/e2e-python.sh
 	scripts/e2e-mcp.sh
+	scripts/e2e-ops.sh
 
 ## deploy-check: docker-compose.yml and k8s/ validated offline
 deploy-check: venv kubectl

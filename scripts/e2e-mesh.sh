@@ -34,27 +34,29 @@ start_mesh() {
   data="$work/data"
   mkdir -p "$data"
   auth_port=$(free_port); audit_port=$(free_port); graph_port=$(free_port); exec_port=$(free_port); gw_port=$(free_port)
-  mcp_port=$(free_port) # the gateway's HTTP port: /mcp
+  mcp_port=$(free_port) # the gateway's HTTP port: /mcp, /metrics, /healthz, /readyz
+  # Each service's operations port (/metrics, /healthz, /readyz), by component.
+  declare -gA ops_port=([auth]=$(free_port) [audit]=$(free_port) [graph]=$(free_port) [execution]=$(free_port) [gateway]=$mcp_port)
   key_file="$data/service-api-key.txt"
   common=(UMCP_AUTH__URL="http://127.0.0.1:$auth_port" UMCP_AUTH__API_KEY_FILE="$key_file"
     UMCP_AUDIT__URL="http://127.0.0.1:$audit_port")
 
-  env "${common[@]}" UMCP_LISTEN="127.0.0.1:$auth_port" UMCP_DATA_ROOT="$data" UMCP_TRUST_FORWARDED_FOR=true \
+  env "${common[@]}" UMCP_LISTEN="127.0.0.1:$auth_port" UMCP_HTTP__LISTEN="127.0.0.1:${ops_port[auth]}" UMCP_DATA_ROOT="$data" UMCP_TRUST_FORWARDED_FOR=true \
     UMCP_BOOTSTRAP_SERVICE_KEY_FILE="$key_file" UMCP_AUDIT__SPOOL_DIR="$data/spool/auth" \
     "$bin_dir/umcp-auth" >"$work/auth.out" 2>"$work/auth.log" &
   pids+=($!)
   wait_for "auth" listening "$auth_port"
   wait_for "the service key file" test -s "$key_file"
-  env "${common[@]}" UMCP_LISTEN="127.0.0.1:$audit_port" UMCP_DATA_DIR="$data/audit" \
+  env "${common[@]}" UMCP_LISTEN="127.0.0.1:$audit_port" UMCP_HTTP__LISTEN="127.0.0.1:${ops_port[audit]}" UMCP_DATA_DIR="$data/audit" \
     "$bin_dir/umcp-audit" 2>"$work/audit.log" &
   pids+=($!)
   wait_for "audit" listening "$audit_port"
-  env "${common[@]}" UMCP_LISTEN="127.0.0.1:$graph_port" UMCP_DATA_DIR="$data/graph" \
+  env "${common[@]}" UMCP_LISTEN="127.0.0.1:$graph_port" UMCP_HTTP__LISTEN="127.0.0.1:${ops_port[graph]}" UMCP_DATA_DIR="$data/graph" \
     UMCP_AUDIT__SPOOL_DIR="$data/spool/graph" \
     "$bin_dir/umcp-graph" 2>"$work/graph.log" &
   pids+=($!)
   wait_for "graph" listening "$graph_port"
-  env "${common[@]}" UMCP_LISTEN="127.0.0.1:$exec_port" UMCP_GRAPH_URL="http://127.0.0.1:$graph_port" \
+  env "${common[@]}" UMCP_LISTEN="127.0.0.1:$exec_port" UMCP_HTTP__LISTEN="127.0.0.1:${ops_port[execution]}" UMCP_GRAPH_URL="http://127.0.0.1:$graph_port" \
     UMCP_AUDIT__SPOOL_DIR="$data/spool/execution" \
     "$bin_dir/umcp-execution" 2>"$work/execution.log" &
   pids+=($!)

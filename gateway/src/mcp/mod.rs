@@ -204,8 +204,9 @@ fn router(
         ))
         .route(METADATA_PATH, get(metadata))
         .route(&format!("{METADATA_PATH}{MCP_PATH}"), get(metadata))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .with_state(state))
+        .with_state(state)
+        // `/metrics`, `/healthz`, `/readyz`: the same operations routes as every process.
+        .merge(umcp_rpc::ops::router(wiring.gateway_url.clone())))
 }
 
 /// RFC 9728 protected-resource metadata.

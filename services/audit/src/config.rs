@@ -51,6 +51,8 @@ pub struct AuditConfig {
     pub auth: AuthClientConfig,
     /// Logging (`UMCP_LOG__FORMAT`, `UMCP_LOG__FILTER`).
     pub log: LogConfig,
+    /// Metrics and probes over HTTP (`UMCP_HTTP__LISTEN`, default `127.0.0.1:9105`; empty: off).
+    pub http: umcp_rpc::ops::OpsConfig,
 }
 
 impl std::fmt::Debug for AuditConfig {
@@ -92,6 +94,7 @@ impl Default for AuditConfig {
             sign_interval_ms: 10_000,
             auth: AuthClientConfig::default(),
             log: LogConfig::default(),
+            http: umcp_rpc::ops::OpsConfig::on("127.0.0.1:9105"),
         }
     }
 }
@@ -163,6 +166,7 @@ impl AuditConfig {
 impl Validate for AuditConfig {
     fn validate(&self) -> Vec<String> {
         let mut problems = self.log.problems();
+        problems.extend(self.http.problems());
         problems.extend(self.auth.problems());
         if self.listen.parse::<SocketAddr>().is_err() {
             problems.push(format!(

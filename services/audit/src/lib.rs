@@ -59,6 +59,10 @@ impl ProcessConfig for AuditConfig {
     fn listen(&self) -> &str {
         &self.listen
     }
+
+    fn ops(&self) -> Option<&umcp_rpc::ops::OpsConfig> {
+        Some(&self.http)
+    }
 }
 
 impl AuditConfig {

@@ -58,6 +58,8 @@ pub struct AuthConfig {
     pub audit: AuditClientConfig,
     /// Logging (`UMCP_LOG__FORMAT`, `UMCP_LOG__FILTER`).
     pub log: LogConfig,
+    /// Metrics and probes over HTTP (`UMCP_HTTP__LISTEN`, default `127.0.0.1:9102`; empty: off).
+    pub http: umcp_rpc::ops::OpsConfig,
     /// Where the JWKS and the revocation list are shared for verifiers (`UMCP_REDIS__URL` or
     /// `UMCP_REDIS__CLUSTER_NODES`; unset: not shared).
     pub redis: umcp_redis::RedisConfig,
@@ -119,6 +121,7 @@ impl Default for AuthConfig {
                 ..AuditClientConfig::default()
             },
             log: LogConfig::default(),
+            http: umcp_rpc::ops::OpsConfig::on("127.0.0.1:9102"),
             redis: umcp_redis::RedisConfig::default(),
         }
     }
@@ -198,6 +201,7 @@ impl AuthConfig {
 impl Validate for AuthConfig {
     fn validate(&self) -> Vec<String> {
         let mut problems = self.log.problems();
+        problems.extend(self.http.problems());
         problems.extend(self.audit.problems());
         problems.extend(self.redis.problems());
         if self.listen.parse::<SocketAddr>().is_err() {

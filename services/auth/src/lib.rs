@@ -53,6 +53,10 @@ impl ProcessConfig for AuthConfig {
     fn listen(&self) -> &str {
         &self.listen
     }
+
+    fn ops(&self) -> Option<&umcp_rpc::ops::OpsConfig> {
+        Some(&self.http)
+    }
 }
 
 /// Why the auth service could not start or stopped with an error.

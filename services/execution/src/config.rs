@@ -114,6 +114,8 @@ pub struct ExecutionConfig {
     /// gRPC listen address.
     pub listen: String,
     pub log: umcp_telemetry::LogConfig,
+    /// Metrics and probes over HTTP (`UMCP_HTTP__LISTEN`, default `127.0.0.1:9104`; empty: off).
+    pub http: umcp_rpc::ops::OpsConfig,
     /// Token verification (`UMCP_AUTH__URL`, `UMCP_AUTH__API_KEY`, `UMCP_AUTH__JWKS_FILE`, …).
     pub auth: umcp_authz::AuthClientConfig,
     /// Audit events (`UMCP_AUDIT__URL`, empty disables; `UMCP_AUDIT__SPOOL_DIR`, default
@@ -176,6 +178,7 @@ impl Default for ExecutionConfig {
             auth: umcp_authz::AuthClientConfig::default(),
             audit: umcp_audit_client::AuditClientConfig {
                 spool_dir: "./data/audit-spool/execution".into(),
+            http: umcp_rpc::ops::OpsConfig::on("127.0.0.1:9104"),
                 ..umcp_audit_client::AuditClientConfig::default()
             },
             max_concurrent: 8,
@@ -289,6 +292,7 @@ impl umcp_config::Validate for ExecutionConfig {
                 .is_ok_and(|u| u.scheme_str() == Some("http") && u.authority().is_some())
         {
             problems.push(format!(
+        problems.extend(self.http.problems());
                 "graph_url (UMCP_GRAPH_URL) `{}` must be an http://host:port URL, or empty to \
                  disable persistence",
                 self.graph_url
@@ -325,6 +329,10 @@ mod tests {
     }
 
     #[test]
+
+    fn ops(&self) -> Option<&umcp_rpc::ops::OpsConfig> {
+        Some(&self.http)
+    }
     fn defaults_above_maxima_are_rejected_with_the_field_name() {
         let mut c = ExecutionConfig::default();
         c.default_limits.memory_bytes = c.max_limits.memory_bytes + 1;

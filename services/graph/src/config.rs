@@ -45,6 +45,8 @@ pub struct GraphConfig {
     pub audit: AuditClientConfig,
     /// Logging (`UMCP_LOG__FORMAT`, `UMCP_LOG__FILTER`).
     pub log: LogConfig,
+    /// Metrics and probes over HTTP (`UMCP_HTTP__LISTEN`, default `127.0.0.1:9103`; empty: off).
+    pub http: umcp_rpc::ops::OpsConfig,
     /// The shared Redis of the query cache (`UMCP_REDIS__URL` or `UMCP_REDIS__CLUSTER_NODES`,
     /// …); none configured (the default): each process caches alone with a local generation.
     pub redis: RedisConfig,
@@ -73,6 +75,7 @@ impl Default for GraphConfig {
                 ..AuditClientConfig::default()
             },
             log: LogConfig::default(),
+            http: umcp_rpc::ops::OpsConfig::on("127.0.0.1:9103"),
             redis: RedisConfig::default(),
             cache: CacheConfig::default(),
             neo4j: Neo4jConfig::default(),
@@ -109,6 +112,7 @@ impl GraphConfig {
 impl Validate for GraphConfig {
     fn validate(&self) -> Vec<String> {
         let mut problems = self.log.problems();
+        problems.extend(self.http.problems());
         problems.extend(self.auth.problems());
         problems.extend(self.audit.problems());
         problems.extend(self.redis.problems());
@@ -155,6 +159,10 @@ impl umcp_rpc::process::ProcessConfig for GraphConfig {
 
     fn listen(&self) -> &str {
         &self.listen
+    }
+
+    fn ops(&self) -> Option<&umcp_rpc::ops::OpsConfig> {
+        Some(&self.http)
     }
 }
 

@@ -60,13 +60,13 @@ impl Default for OpsConfig {
 /// How long `/readyz` waits for the process's own health service.
 const READY_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The three routes, asking the gRPC server at `grpc` for readiness (merge them into a
-/// router that serves more, as the gateway does with `/mcp`).
-pub fn router(grpc: SocketAddr) -> Router {
+/// The three routes, asking the gRPC server at `grpc_url` (`http://host:port`) for readiness
+/// (merge them into a router that serves more, as the gateway does with `/mcp`).
+pub fn router(grpc_url: String) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(move || ready(grpc)))
+        .route("/readyz", get(move || ready(grpc_url.clone())))
 }
 
 async fn metrics() -> impl IntoResponse {
@@ -79,9 +79,9 @@ async fn metrics() -> impl IntoResponse {
     )
 }
 
-async fn ready(grpc: SocketAddr) -> (StatusCode, String) {
+async fn ready(grpc: String) -> (StatusCode, String) {
     let check = async {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
+        let channel = tonic::transport::Endpoint::from_shared(grpc.clone())
             .map_err(|e| e.to_string())?
             .connect()
             .await
@@ -124,7 +124,7 @@ pub async fn serve(
     grpc: SocketAddr,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(grpc))
+    axum::serve(listener, router(format!("http://{grpc}")))
         .with_graceful_shutdown(shutdown)
         .await
 }
