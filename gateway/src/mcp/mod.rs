@@ -141,7 +141,8 @@ pub async fn serve(
         .map_err(GatewayError::Http)
 }
 
-/// The HTTP routes: `/mcp` behind the auth middleware, the metadata and `/healthz` open.
+/// The HTTP routes: `/mcp` behind the auth middleware; the metadata and the operations routes
+/// (`/metrics`, `/healthz`, `/readyz`) open.
 fn router(
     config: HttpConfig,
     wiring: McpWiring,
