@@ -167,7 +167,56 @@ impl TwoTier {
             generation::spawn_poller(&inner);
             generation::spawn_subscriber(&inner);
         }
-        Self { inner }
+        let cache = Self { inner };
+        cache.expose();
+        cache
+    }
+
+    /// Shows this cache's counters on `/metrics` for as long as it exists.
+    fn expose(&self) {
+        use umcp_telemetry::metrics::{Sample, register_stats};
+        let weak = Arc::downgrade(&self.inner);
+        register_stats(move || {
+            let Some(inner) = weak.upgrade() else {
+                return Vec::new();
+            };
+            let namespace = inner.namespace.clone();
+            let s = Self { inner }.stats();
+            let hits = "cache answers by tier";
+            vec![
+                Sample::counter("umcp_cache_hits", hits, s.l1_hits).label("tier", "l1"),
+                Sample::counter("umcp_cache_hits", hits, s.l2_hits).label("tier", "l2"),
+                Sample::counter(
+                    "umcp_cache_misses",
+                    "lookups found in neither tier",
+                    s.misses,
+                ),
+                Sample::counter("umcp_cache_loads", "loader calls", s.loads),
+                Sample::counter(
+                    "umcp_cache_load_errors",
+                    "loader calls that failed",
+                    s.load_errors,
+                ),
+                Sample::counter(
+                    "umcp_cache_invalidations",
+                    "generation bumps by writes",
+                    s.invalidations,
+                ),
+                Sample::counter(
+                    "umcp_cache_redis_errors",
+                    "redis calls answered without redis",
+                    s.redis_errors,
+                ),
+                Sample::gauge(
+                    "umcp_cache_l1_bytes",
+                    "weighted size of L1",
+                    s.l1_bytes as f64,
+                ),
+            ]
+            .into_iter()
+            .map(|sample| sample.label("namespace", namespace.clone()))
+            .collect()
+        });
     }
 
     /// The value of `key`: from L1, else from L2, else from `load` (concurrent misses of one

@@ -96,14 +96,42 @@ impl RateLimiter {
     #[must_use]
     pub fn new(config: RateLimitConfig, redis: Option<Redis>) -> Self {
         let local = LocalLimiter::new(config.local_max_keys, config.longest_period());
-        Self {
+        let limiter = Self {
             inner: Arc::new(Inner {
                 config,
                 redis,
                 local,
                 stats: RateLimitStats::default(),
             }),
-        }
+        };
+        limiter.expose();
+        limiter
+    }
+
+    /// Shows the decisions on `/metrics` for as long as this limiter exists.
+    fn expose(&self) {
+        use umcp_telemetry::metrics::{Sample, register_stats};
+        let weak = Arc::downgrade(&self.inner);
+        register_stats(move || {
+            let Some(inner) = weak.upgrade() else {
+                return Vec::new();
+            };
+            let [allowed, limited, shadow, local, open, closed] = inner.stats.snapshot();
+            let help = "rate-limit decisions by outcome";
+            [
+                ("allowed", allowed),
+                ("limited", limited),
+                ("shadow_limited", shadow),
+                ("fallback_local", local),
+                ("fallback_open", open),
+                ("fallback_closed", closed),
+            ]
+            .into_iter()
+            .map(|(outcome, n)| {
+                Sample::counter("umcp_ratelimit_decisions", help, n).label("outcome", outcome)
+            })
+            .collect()
+        });
     }
 
     /// The settings.

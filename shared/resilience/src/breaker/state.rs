@@ -253,7 +253,7 @@ impl Breaker {
             probes: Probes::default(),
             opened_at: Instant::now(),
         };
-        Self {
+        let breaker = Self {
             shared: Arc::new(Shared {
                 name: name.into(),
                 config,
@@ -262,7 +262,46 @@ impl Breaker {
                 not_permitted: AtomicU64::new(0),
                 transitions: AtomicU64::new(0),
             }),
-        }
+        };
+        breaker.expose();
+        breaker
+    }
+
+    /// Shows this breaker on `/metrics` for as long as it exists.
+    fn expose(&self) {
+        use umcp_telemetry::metrics::{Sample, register_stats};
+        let weak = Arc::downgrade(&self.shared);
+        register_stats(move || {
+            let Some(shared) = weak.upgrade() else {
+                return Vec::new();
+            };
+            let state = match shared.inner.lock().state {
+                State::Closed => 0.0,
+                State::HalfOpen => 1.0,
+                State::Open => 2.0,
+            };
+            let name = shared.name.to_string();
+            vec![
+                Sample::gauge(
+                    "umcp_breaker_state",
+                    "circuit breaker state: 0 closed, 1 half-open, 2 open",
+                    state,
+                )
+                .label("breaker", name.clone()),
+                Sample::counter(
+                    "umcp_breaker_rejected",
+                    "calls refused by an open breaker",
+                    shared.not_permitted.load(Ordering::Relaxed),
+                )
+                .label("breaker", name.clone()),
+                Sample::counter(
+                    "umcp_breaker_transitions",
+                    "breaker state changes",
+                    shared.transitions.load(Ordering::Relaxed),
+                )
+                .label("breaker", name),
+            ]
+        });
     }
 
     /// The breaker's name.
