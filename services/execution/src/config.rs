@@ -136,6 +136,9 @@ pub struct ExecutionConfig {
     pub max_limits: LimitBounds,
     /// UID/GID of sandbox slot 0 (slot i runs as uid_base + i).
     pub uid_base: u32,
+    /// Pre-started Python sandboxes kept waiting (`UMCP_WARM_POOL_SIZE`, default 2, 0..=64; 0
+    /// disables the pool). They use `warm_pool_size + 1` sandbox slots (and uids) of their own.
+    pub warm_pool_size: usize,
     pub cgroup: CgroupMode,
     /// DEVELOPMENT ONLY: start even when the host cannot enforce memory and process limits.
     pub insecure_allow_weak_sandbox: bool,
@@ -175,10 +178,10 @@ impl Default for ExecutionConfig {
         Self {
             listen: "127.0.0.1:50054".into(),
             log: umcp_telemetry::LogConfig::default(),
+            http: umcp_rpc::ops::OpsConfig::on("127.0.0.1:9104"),
             auth: umcp_authz::AuthClientConfig::default(),
             audit: umcp_audit_client::AuditClientConfig {
                 spool_dir: "./data/audit-spool/execution".into(),
-            http: umcp_rpc::ops::OpsConfig::on("127.0.0.1:9104"),
                 ..umcp_audit_client::AuditClientConfig::default()
             },
             max_concurrent: 8,
@@ -188,6 +191,7 @@ impl Default for ExecutionConfig {
             default_limits: LimitBounds::defaults(),
             max_limits: LimitBounds::maxima(),
             uid_base: 60_000,
+            warm_pool_size: 2,
             cgroup: CgroupMode::Auto,
             insecure_allow_weak_sandbox: false,
             python: "/usr/bin/python3".into(),
@@ -216,9 +220,10 @@ impl ExecutionConfig {
         first(check_range("max_concurrent", self.max_concurrent, 1..=1024))?;
         first(check_range("max_per_user", self.max_per_user, 1..))?;
         first(check_range("max_queue", self.max_queue, 0..=65_536))?;
+        first(check_range("warm_pool_size", self.warm_pool_size, 0..=64))?;
         first(check_range("queue_timeout_ms", self.queue_timeout_ms, 1..))?;
         if self.uid_base < 1000
-            || u64::from(self.uid_base) + self.max_concurrent as u64 > 0xFFFF_FFFE
+            || u64::from(self.uid_base) + self.sandbox_slots() as u64 > 0xFFFF_FFFE
         {
             return Err(format!(
                 "uid_base = {} must be at least 1000 and leave room for every slot",
@@ -277,9 +282,17 @@ impl ExecutionConfig {
     }
 }
 
+impl ExecutionConfig {
+    /// Sandbox slots: the running sandboxes plus the warm pool's own.
+    pub fn sandbox_slots(&self) -> usize {
+        self.max_concurrent + crate::pool::WarmPool::slots_needed(self.warm_pool_size)
+    }
+}
+
 impl umcp_config::Validate for ExecutionConfig {
     fn validate(&self) -> Vec<String> {
         let mut problems = self.log.problems();
+        problems.extend(self.http.problems());
         problems.extend(self.auth.problems());
         problems.extend(self.audit.problems());
         if let Err(e) = self.check() {
@@ -292,7 +305,6 @@ impl umcp_config::Validate for ExecutionConfig {
                 .is_ok_and(|u| u.scheme_str() == Some("http") && u.authority().is_some())
         {
             problems.push(format!(
-        problems.extend(self.http.problems());
                 "graph_url (UMCP_GRAPH_URL) `{}` must be an http://host:port URL, or empty to \
                  disable persistence",
                 self.graph_url
@@ -317,6 +329,10 @@ impl umcp_rpc::process::ProcessConfig for ExecutionConfig {
     fn listen(&self) -> &str {
         &self.listen
     }
+
+    fn ops(&self) -> Option<&umcp_rpc::ops::OpsConfig> {
+        Some(&self.http)
+    }
 }
 
 #[cfg(test)]
@@ -329,10 +345,6 @@ mod tests {
     }
 
     #[test]
-
-    fn ops(&self) -> Option<&umcp_rpc::ops::OpsConfig> {
-        Some(&self.http)
-    }
     fn defaults_above_maxima_are_rejected_with_the_field_name() {
         let mut c = ExecutionConfig::default();
         c.default_limits.memory_bytes = c.max_limits.memory_bytes + 1;

@@ -14,6 +14,7 @@ pub mod idempotency;
 pub mod identity;
 mod lint;
 pub mod model;
+pub mod pool;
 mod pytest;
 pub mod render;
 pub mod runtime;
@@ -44,7 +45,7 @@ pub fn build_sandbox(config: &ExecutionConfig) -> anyhow::Result<NamespaceSandbo
         );
     }
     let options = SandboxOptions {
-        slots: config.max_concurrent,
+        slots: config.sandbox_slots(),
         uid_base: config.uid_base,
         cgroup_mode: config.cgroup,
         allow_without_cgroups: config.insecure_allow_weak_sandbox,
@@ -113,9 +114,10 @@ pub async fn serve(
     let sandbox = build_sandbox(&config)?;
     let info = sandbox.info();
     let response_limit = max_response_bytes(&config);
-    let service = ExecutionService::new(config, Arc::new(sandbox), sink)
+    let service = ExecutionService::new(config, Arc::new(sandbox.clone()), sink)
         .await
-        .map_err(|e| anyhow::anyhow!("refusing to start: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("refusing to start: {e}"))?
+        .with_warm_pool(&sandbox);
     let rt = service.runtimes();
     tracing::info!(
         backend = info.backend,

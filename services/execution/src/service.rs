@@ -13,10 +13,12 @@ use crate::config::ExecutionConfig;
 use crate::error::ExecError;
 use crate::idempotency::IdempotencyStore;
 use crate::model::{ExecuteInput, ExecutionResult, Language, RunStatus, StreamEvent};
+use crate::pool::{self, WarmPool};
 use crate::runtime::{self, Runtimes};
 use crate::sink::{Activity, ResultSink};
 use umcp_sandbox::process::{
-    Chunk, RunError, RunOutput, RunSpec, Sandbox, SandboxFile, StreamKind, Termination,
+    Chunk, NamespaceSandbox, RunError, RunLimits, RunOutput, RunSpec, Sandbox, SandboxFile,
+    StreamKind, Termination,
 };
 
 /// Largest output chunk sent to a streaming client.
@@ -32,6 +34,8 @@ pub struct ExecutionService {
     sink: Option<Arc<dyn ResultSink>>,
     /// Host path of the GenerateCode renderer binary.
     pub(crate) renderer: std::path::PathBuf,
+    /// Pre-started sandboxes (see [`WarmPool`]); `None` until [`Self::with_warm_pool`].
+    pool: Option<WarmPool>,
 }
 
 pub(crate) fn new_id() -> String {
@@ -74,9 +78,35 @@ impl ExecutionService {
             runtimes,
             sink,
             renderer,
+            pool: None,
         };
         service.self_test_renderer().await?;
         Ok(service)
+    }
+
+    /// Starts the warm pool (`warm_pool_size` per pooled language) in `sandbox`; rootless
+    /// sandboxes cannot change limits after start and get none.
+    pub fn with_warm_pool(mut self, sandbox: &NamespaceSandbox) -> Self {
+        if self.config.warm_pool_size == 0 || sandbox.info().backend.contains("rootless") {
+            return self;
+        }
+        self.pool = Some(WarmPool::start(
+            sandbox,
+            self.runtimes.interpreter(Language::Python),
+            self.config.warm_pool_size,
+            // The largest rlimits a request may ask for (each run lowers them at hand-over),
+            // the default /tmp size (fixed at start).
+            RunLimits {
+                tmp_bytes: self.config.default_limits.tmp_bytes,
+                ..self.config.max_limits.to_run_limits()
+            },
+        ));
+        self
+    }
+
+    /// Pooled sandboxes waiting for `language` now.
+    pub fn warm_ready(&self, language: Language) -> usize {
+        self.pool.as_ref().map_or(0, |p| p.ready(language))
     }
 
     pub fn runtimes(&self) -> &Runtimes {
@@ -182,7 +212,49 @@ impl ExecutionService {
             .sandbox
             .run(spec, chunks)
             .instrument(tracing::debug_span!("exec.sandbox"));
-        match run.await {
+        Self::run_error(run.await)
+    }
+
+    /// [`Self::run_admitted`] for user code: in a pre-started sandbox of the warm pool when
+    /// one is waiting for the language, else cold.
+    async fn run_code(
+        &self,
+        user: &str,
+        input: &ExecuteInput,
+        spec: RunSpec,
+        chunks: Option<mpsc::Sender<Chunk>>,
+    ) -> Result<Result<RunOutput, RunError>, ExecError> {
+        let handover = match (&self.pool, input.language) {
+            (Some(_), Language::Python) => {
+                pool::python_handover(&input.code, &input.args, spec.stdin.clone(), spec.limits)
+            }
+            _ => None,
+        };
+        let Some((pool, handover)) = self.pool.as_ref().zip(handover) else {
+            return self.run_admitted(user, spec, chunks).await;
+        };
+        let _ticket = self
+            .admission
+            .admit(user)
+            .instrument(tracing::debug_span!("exec.admission"))
+            .await?;
+        let Some(taken) = pool.take(input.language, handover.limits.tmp_bytes) else {
+            let run = self
+                .sandbox
+                .run(spec, chunks)
+                .instrument(tracing::debug_span!("exec.sandbox"));
+            return Self::run_error(run.await);
+        };
+        let run = pool
+            .run(taken, handover, chunks)
+            .instrument(tracing::debug_span!("exec.sandbox", pooled = true));
+        Self::run_error(run.await)
+    }
+
+    fn run_error(
+        outcome: Result<RunOutput, RunError>,
+    ) -> Result<Result<RunOutput, RunError>, ExecError> {
+        match outcome {
             Err(RunError::Invalid(m)) => Err(ExecError::InvalidArgument(m)),
             Err(RunError::Cancelled) => Err(ExecError::Cancelled),
             other => Ok(other),
@@ -200,7 +272,7 @@ impl ExecutionService {
             self.prepare(&input)?
         };
         let run = || async {
-            let outcome = self.run_admitted(user, spec, None).await?;
+            let outcome = self.run_code(user, &input, spec, None).await?;
             let _span = tracing::debug_span!("exec.result").entered();
             let result = to_result(outcome);
             self.report(
@@ -282,7 +354,7 @@ impl ExecutionService {
                 (out, err)
             };
             let (outcome, (out, err)) =
-                tokio::join!(self.run_admitted(user, spec, Some(chunk_tx)), forward);
+                tokio::join!(self.run_code(user, input, spec, Some(chunk_tx)), forward);
             let mut result = to_result(outcome?);
             result.stdout = out;
             result.stderr = err;

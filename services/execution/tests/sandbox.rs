@@ -7,6 +7,8 @@
 mod escapes;
 #[path = "sandbox/lifecycle.rs"]
 mod lifecycle;
+#[path = "sandbox/pooled.rs"]
+mod pooled;
 #[path = "sandbox/queueing.rs"]
 mod queueing;
 #[path = "sandbox/reports.rs"]
@@ -55,13 +57,26 @@ fn config(slots: usize) -> ExecutionConfig {
     }
 }
 
+/// The service as `serve` builds it, warm pool included (default size): the escape corpus
+/// runs in pooled sandboxes (Python), since the pool is full before the first call.
 async fn service_with(config: ExecutionConfig) -> Arc<ExecutionService> {
+    let size = config.warm_pool_size;
     let sandbox = umcp_execution::build_sandbox(&config).expect("sandbox");
-    Arc::new(
-        ExecutionService::new(config, Arc::new(sandbox), None)
-            .await
-            .expect("service"),
-    )
+    let svc = ExecutionService::new(config, Arc::new(sandbox.clone()), None)
+        .await
+        .expect("service")
+        .with_warm_pool(&sandbox);
+    wait_for_pool(&svc, size).await;
+    Arc::new(svc)
+}
+
+/// Waits (bounded) until `size` pooled Python sandboxes are ready.
+async fn wait_for_pool(svc: &ExecutionService, size: usize) {
+    let bound = Instant::now() + Duration::from_secs(30);
+    while svc.warm_ready(Language::Python) < size {
+        assert!(Instant::now() < bound, "the warm pool never filled");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 async fn service() -> Arc<ExecutionService> {

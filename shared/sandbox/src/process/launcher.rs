@@ -136,12 +136,27 @@ impl NamespaceSandbox {
         })
     }
 
+    /// A free slot now, or `None` when every slot is busy (pre-starting never waits).
+    pub(super) fn try_lease(&self) -> Option<Lease> {
+        let permit = Arc::clone(&self.inner.permits).try_acquire_owned().ok()?;
+        let slot = take_slot(&mut self.inner.free.lock(), Pick::Highest)?;
+        Some(Lease {
+            inner: Arc::clone(&self.inner),
+            slot: Some(slot),
+            _permit: permit,
+        })
+    }
+
+    pub(super) fn is_rootless(&self) -> bool {
+        self.inner.rootless
+    }
+
     async fn lease(&self) -> Result<Lease, RunError> {
         let permit = Arc::clone(&self.inner.permits)
             .acquire_owned()
             .await
             .map_err(|_| RunError::Cancelled)?;
-        let slot = self.inner.free.lock().pop();
+        let slot = take_slot(&mut self.inner.free.lock(), Pick::Lowest);
         match slot {
             Some(slot) => Ok(Lease {
                 inner: Arc::clone(&self.inner),
@@ -153,6 +168,24 @@ impl NamespaceSandbox {
             ))),
         }
     }
+}
+
+/// Which free slot to take: runs take the lowest index and pre-started sandboxes the highest,
+/// so with sequential runs each keeps to its own end of the uid range (logs and tests can tell
+/// a waiting pooled sandbox from a leftover of a run).
+#[derive(Clone, Copy)]
+enum Pick {
+    Lowest,
+    Highest,
+}
+
+fn take_slot(free: &mut Vec<SlotState>, pick: Pick) -> Option<SlotState> {
+    let indices = free.iter().enumerate().map(|(at, s)| (s.index, at));
+    let (_, at) = match pick {
+        Pick::Lowest => indices.min()?,
+        Pick::Highest => indices.max()?,
+    };
+    Some(free.swap_remove(at))
 }
 
 impl Drop for Inner {

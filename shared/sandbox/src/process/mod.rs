@@ -13,6 +13,7 @@ mod launcher;
 mod limits;
 mod mounts;
 mod netns;
+mod pooled;
 mod run;
 mod seccomp;
 mod spawner;
@@ -27,6 +28,7 @@ pub use cgroup::CgroupMode;
 pub use launcher::{NamespaceSandbox, SandboxOptions};
 pub use limits::RunLimits;
 pub use mounts::{ExtraBind, SandboxFile};
+pub use pooled::{Handover, Prestarted};
 
 /// One program to run.
 #[derive(Debug, Clone)]

@@ -23,9 +23,9 @@ use crate::sys;
 /// Hands the slot back only once the run's mount namespace is gone: unmounting frees the
 /// run's tmpfs pages, which are charged to the slot's memory cgroup and would otherwise count
 /// against the next run. Both happen on a blocking thread, after the result was returned.
-struct Release {
-    lease: Option<Lease>,
-    mount_ns: Option<OwnedFd>,
+pub(super) struct Release {
+    pub(super) lease: Option<Lease>,
+    pub(super) mount_ns: Option<OwnedFd>,
 }
 
 impl Drop for Release {
@@ -65,7 +65,12 @@ pub(super) async fn run_in_slot(
     let limits = spec.limits;
     let prepare = tracing::debug_span!("sandbox.prepare").entered();
     arm_cgroup(slot, &limits)?;
-    let pipes = Pipes::open(spec.capture_fd3)?;
+    let fd3 = if spec.capture_fd3 {
+        Fd3::Capture
+    } else {
+        Fd3::None
+    };
+    let pipes = Pipes::open(fd3)?;
     if !inner.rootless {
         pipes.hand_to(uid)?;
     }
@@ -99,6 +104,7 @@ pub(super) async fn run_in_slot(
         stderr: parent.stderr,
         side: parent.side,
         report: started.report,
+        code: None,
     };
     let watch = Watch {
         started_at,
@@ -106,6 +112,7 @@ pub(super) async fn run_in_slot(
         cpu_limit: limits.cpu_time,
         output_cap: limits.output_bytes,
         stdin: spec.stdin,
+        code: Vec::new(),
         cgroup: slot.cgroup.as_deref(),
         chunks,
         cancel,
@@ -120,7 +127,7 @@ pub(super) async fn run_in_slot(
 
 /// Applies this run's memory and process limits to the slot's cgroup and takes the counter
 /// baselines, before anything of the run exists.
-fn arm_cgroup(slot: &mut SlotState, limits: &RunLimits) -> Result<(), RunError> {
+pub(super) fn arm_cgroup(slot: &mut SlotState, limits: &RunLimits) -> Result<(), RunError> {
     if let Some(cg) = slot.cgroup.as_mut() {
         cg.begin(CgroupLimits {
             memory_bytes: limits.memory_bytes,
@@ -132,29 +139,46 @@ fn arm_cgroup(slot: &mut SlotState, limits: &RunLimits) -> Result<(), RunError> 
 }
 
 /// The pipes of one run, both ends.
-struct Pipes {
+pub(super) struct Pipes {
     child: ChildStdio,
     parent: ParentPipes,
 }
 
 /// The parent's ends: it writes stdin and reads stdout, stderr and the side channel.
-struct ParentPipes {
-    stdin: OwnedFd,
-    stdout: OwnedFd,
-    stderr: OwnedFd,
-    side: Option<OwnedFd>,
+pub(super) struct ParentPipes {
+    pub(super) stdin: OwnedFd,
+    pub(super) stdout: OwnedFd,
+    pub(super) stderr: OwnedFd,
+    pub(super) side: Option<OwnedFd>,
+}
+
+/// What descriptor 3 of the child is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Fd3 {
+    /// Not open.
+    None,
+    /// A side channel the child writes and the parent captures.
+    Capture,
+    /// A pipe the parent writes the program into at hand-over (pre-started sandboxes).
+    Feed,
 }
 
 impl Pipes {
-    fn open(capture_fd3: bool) -> Result<Self, RunError> {
+    pub(super) fn open(fd3: Fd3) -> Result<Self, RunError> {
         let (stdin_r, stdin_w) = pipe()?;
         let (stdout_r, stdout_w) = pipe()?;
         let (stderr_r, stderr_w) = pipe()?;
-        let (side_r, side_w) = if capture_fd3 {
-            let (r, w) = pipe()?;
-            (Some(r), Some(w))
-        } else {
-            (None, None)
+        let (side_r, side_w) = match fd3 {
+            Fd3::None => (None, None),
+            Fd3::Capture => {
+                let (r, w) = pipe()?;
+                (Some(r), Some(w))
+            }
+            // Swapped: the child reads, the parent writes.
+            Fd3::Feed => {
+                let (r, w) = pipe()?;
+                (Some(w), Some(r))
+            }
         };
         Ok(Self {
             child: ChildStdio {
@@ -175,7 +199,7 @@ impl Pipes {
     /// The child may reopen its stdio through /proc/self/fd (`/dev/stdout`, pytest's
     /// `--junitxml=/dev/fd/3`); pipe inodes belong to their creator, so the child's ends go to
     /// the slot's uid or the reopen fails with EACCES once the child has dropped root.
-    fn hand_to(&self, uid: u32) -> Result<(), RunError> {
+    pub(super) fn hand_to(&self, uid: u32) -> Result<(), RunError> {
         let c = &self.child;
         for fd in [
             Some(&c.stdin),
@@ -191,7 +215,7 @@ impl Pipes {
         Ok(())
     }
 
-    fn split(self) -> (ChildStdio, ParentPipes) {
+    pub(super) fn split(self) -> (ChildStdio, ParentPipes) {
         (self.child, self.parent)
     }
 }
@@ -206,7 +230,7 @@ fn cstring(s: &str) -> Result<CString, RunError> {
 
 /// Everything the child touches, built here before the clone and owned by the plan (it
 /// travels to the spawner thread and may outlive the run's task if the run is abandoned).
-fn build_plan(
+pub(super) fn build_plan(
     inner: &Inner,
     slot: &SlotState,
     spec: &RunSpec,
@@ -319,7 +343,7 @@ fn user_maps(uid: u32) -> UserMaps {
 
 /// What the supervisor and the cgroup saw, as the run's result. A child that failed before
 /// `execve` is a setup error whatever else happened; a cancelled run has no result.
-fn outcome(
+pub(super) fn outcome(
     seen: Supervised,
     stats: CgroupStats,
     limits: &RunLimits,

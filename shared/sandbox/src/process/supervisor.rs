@@ -71,6 +71,8 @@ pub(super) struct ParentEnds {
     pub(super) stderr: OwnedFd,
     pub(super) side: Option<OwnedFd>,
     pub(super) report: OwnedFd,
+    /// Pre-started sandboxes: the pipe the program is written to at hand-over (fd 3 inside).
+    pub(super) code: Option<OwnedFd>,
 }
 
 /// What the supervisor saw.
@@ -92,6 +94,8 @@ pub(super) struct Watch<'a> {
     pub(super) cpu_limit: Duration,
     pub(super) output_cap: u64,
     pub(super) stdin: Vec<u8>,
+    /// What is written to `ParentEnds::code` (then closed).
+    pub(super) code: Vec<u8>,
     pub(super) cgroup: Option<&'a (dyn CgroupSlot + 'static)>,
     pub(super) chunks: Option<mpsc::Sender<Chunk>>,
     pub(super) cancel: oneshot::Receiver<()>,
@@ -108,7 +112,9 @@ pub(super) async fn supervise(ends: ParentEnds, watch: Watch<'_>) -> io::Result<
         stderr,
         side,
         report,
+        code,
     } = ends;
+    let code_data = watch.code;
     let killer = Killer {
         pidfd: pidfd.as_raw_fd(),
         reason: AtomicU8::new(0),
@@ -162,7 +168,7 @@ pub(super) async fn supervise(ends: ParentEnds, watch: Watch<'_>) -> io::Result<
         io::Result::Ok(())
     };
     let keep = chunks.is_none();
-    let (waited, out, err, side_out, ()) = tokio::join!(
+    let (waited, out, err, side_out, (), ()) = tokio::join!(
         wait,
         pump(stdout, cap, Some(StreamKind::Stdout), keep, chunks, &killer),
         pump(stderr, cap, Some(StreamKind::Stderr), keep, chunks, &killer),
@@ -173,6 +179,7 @@ pub(super) async fn supervise(ends: ParentEnds, watch: Watch<'_>) -> io::Result<
             }
         },
         feed(stdin, stdin_data),
+        feed(code, code_data),
     );
     let wall = watch.started_at.elapsed();
     // Reap before propagating any I/O error, so no zombie is left behind.

@@ -245,6 +245,17 @@ pub(crate) struct Reaped {
     pub(crate) rusage: libc::rusage,
 }
 
+/// Whether the process behind `pidfd` has exited (its pidfd is readable), without blocking.
+pub(crate) fn pidfd_exited(pidfd: RawFd) -> bool {
+    let mut poll = libc::pollfd {
+        fd: pidfd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // One pollfd, no timeout: the kernel only reads and writes that struct.
+    raw!(libc::SYS_poll, &mut poll as *mut libc::pollfd, 1, 0).is_ok_and(|n| n > 0)
+}
+
 /// Reaps the child behind `pidfd` (blocking unless it has already exited).
 pub(crate) fn waitid_pidfd(pidfd: RawFd) -> Result<Reaped, c_int> {
     // SAFETY: both structs are plain old data; zeroed is a valid initial value.
