@@ -138,9 +138,14 @@ pub(super) async fn upsert(txn: &mut Txn, batch: &UpsertBatch) -> Result<UpsertC
             }
         }
     }
-    if batch.rels.is_empty() {
-        return Ok(counts);
+    if !batch.rels.is_empty() {
+        upsert_rels(txn, batch, &mut counts).await?;
     }
+    Ok(counts)
+}
+
+/// The relationships of an upsert whose endpoints all exist (checked by the caller).
+async fn upsert_rels(txn: &mut Txn, batch: &UpsertBatch, counts: &mut UpsertCounts) -> Result<()> {
     let mut existing = existing_rels(txn, &batch.rels).await?;
     for rel in &batch.rels {
         if existing.insert(triple(rel)) {
@@ -169,7 +174,7 @@ pub(super) async fn upsert(txn: &mut Txn, batch: &UpsertBatch) -> Result<UpsertC
         .param("rows", list(items));
         rows(txn, q, "upsert").await?;
     }
-    Ok(counts)
+    Ok(())
 }
 
 fn triple(r: &RelInput) -> (String, String, String) {
