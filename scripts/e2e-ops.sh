@@ -44,7 +44,8 @@ for comp, port in sorted(ports.items()):
     status, text = get(port, "/metrics")
     for family, kind in [("umcp_rpc_requests", "counter"), ("umcp_rpc_duration_seconds", "histogram")]:
         check(status == 200 and f"# TYPE {family} {kind}" in text, f"{comp} /metrics has {family} ({kind})")
-    extra = {"gateway": [("umcp_breaker_state", "gauge"), ("umcp_ratelimit_decisions", "counter")],
+    extra = {"gateway": [("umcp_breaker_state", "gauge"), ("umcp_ratelimit_decisions", "counter"),
+                         ("umcp_audit_client_spool_bytes", "gauge"), ("umcp_audit_client_events", "counter")],
              "graph": [("umcp_cache_hits", "counter"), ("umcp_cache_l1_bytes", "gauge")]}
     for family, kind in extra.get(comp, []):
         check(f"# TYPE {family} {kind}" in text, f"{comp} /metrics has {family} ({kind})")

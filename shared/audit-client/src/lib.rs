@@ -231,6 +231,40 @@ pub(crate) struct Counters {
     pub(crate) spool_bytes: AtomicU64,
 }
 
+/// Shows the client's counters on `/metrics` for as long as it exists (the spool's depth and
+/// the events waiting are what an operator watches when the audit service is down).
+fn expose(counters: &Arc<Counters>) {
+    use umcp_telemetry::metrics::{Sample, register_stats};
+    let weak = Arc::downgrade(counters);
+    register_stats(move || {
+        let Some(c) = weak.upgrade() else {
+            return Vec::new();
+        };
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let events = "audit events by fate (sent, spooled, rejected, dropped)";
+        vec![
+            Sample::gauge(
+                "umcp_audit_client_queued",
+                "audit events waiting in memory",
+                load(&c.queued) as f64,
+            ),
+            Sample::gauge(
+                "umcp_audit_client_spool_bytes",
+                "bytes in the audit spool awaiting replay",
+                load(&c.spool_bytes) as f64,
+            ),
+            Sample::counter("umcp_audit_client_events", events, load(&c.sent))
+                .label("fate", "sent"),
+            Sample::counter("umcp_audit_client_events", events, load(&c.spooled))
+                .label("fate", "spooled"),
+            Sample::counter("umcp_audit_client_events", events, load(&c.rejected))
+                .label("fate", "rejected"),
+            Sample::counter("umcp_audit_client_events", events, load(&c.dropped))
+                .label("fate", "dropped"),
+        ]
+    });
+}
+
 pub(crate) type Ack = oneshot::Sender<Result<(), AuditClientError>>;
 
 /// What the background task receives.
@@ -297,6 +331,7 @@ impl AuditClient {
             rx,
         );
         let task = tokio::spawn(pump.run());
+        expose(&counters);
         Ok(Self {
             tx,
             counters,
