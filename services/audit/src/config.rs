@@ -49,6 +49,9 @@ pub struct AuditConfig {
     pub sign_interval_ms: u64,
     /// Token verification (`UMCP_AUTH__URL`, `UMCP_AUTH__API_KEY`, …).
     pub auth: AuthClientConfig,
+    /// Where the auth service shares its keys and revocations (`UMCP_REDIS__URL` or
+    /// `UMCP_REDIS__CLUSTER_NODES`; unset: asked of the auth service only).
+    pub redis: umcp_redis::RedisConfig,
     /// Logging (`UMCP_LOG__FORMAT`, `UMCP_LOG__FILTER`).
     pub log: LogConfig,
     /// Metrics and probes over HTTP (`UMCP_HTTP__LISTEN`, default `127.0.0.1:9105`; empty: off).
@@ -93,6 +96,7 @@ impl Default for AuditConfig {
             sign_every_events: 1000,
             sign_interval_ms: 10_000,
             auth: AuthClientConfig::default(),
+            redis: umcp_redis::RedisConfig::default(),
             log: LogConfig::default(),
             http: umcp_rpc::ops::OpsConfig::on("127.0.0.1:9105"),
         }
@@ -168,6 +172,7 @@ impl Validate for AuditConfig {
         let mut problems = self.log.problems();
         problems.extend(self.http.problems());
         problems.extend(self.auth.problems());
+        problems.extend(self.redis.problems());
         if self.listen.parse::<SocketAddr>().is_err() {
             problems.push(format!(
                 "listen ({}) `{}` is not a socket address like 127.0.0.1:50055",

@@ -64,6 +64,9 @@ pub enum AuditError {
     /// Start-up: the token verifier could not start.
     #[error(transparent)]
     AuthClient(#[from] umcp_authz::runtime::AuthClientError),
+    /// Start-up: the Redis settings (shared keys and revocations) are invalid.
+    #[error("redis: {0}")]
+    Redis(String),
     /// The gRPC server could not start or failed while serving.
     #[error("{0}")]
     Serve(String),
@@ -117,9 +120,10 @@ impl From<AuditError> for Status {
             // The details may name files; they stay in the log.
             AuditError::ReadFailed(_) | AuditError::TaskFailed(_) => Status::internal(INTERNAL),
             // Start-up failures never reach a caller; mapped so the match stays exhaustive.
-            AuditError::Open(_) | AuditError::AuthClient(_) | AuditError::Serve(_) => {
-                Status::internal(INTERNAL)
-            }
+            AuditError::Open(_)
+            | AuditError::AuthClient(_)
+            | AuditError::Redis(_)
+            | AuditError::Serve(_) => Status::internal(INTERNAL),
         }
     }
 }

@@ -95,7 +95,10 @@ pub async fn run(
     config: AuditConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AuditError> {
-    let auth = AuthClient::start(&config.auth, None).await?;
+    let shared = umcp_redis::Redis::connect(&config.redis)
+        .await
+        .map_err(|e| AuditError::Redis(e.to_string()))?;
+    let auth = AuthClient::start(&config.auth, shared).await?;
     let verifier = Arc::clone(&auth.verifier);
     serve(listener, config, verifier, shutdown).await
 }
