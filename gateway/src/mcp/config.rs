@@ -136,6 +136,33 @@ mod tests {
     }
 
     #[test]
+    fn lists_come_from_the_environment_as_the_readme_shows() {
+        use umcp_config::{Sources, load};
+        let config: crate::GatewayConfig = load(&Sources::env([
+            ("UMCP_HTTP__LISTEN", "0.0.0.0:8080"),
+            (
+                "UMCP_HTTP__ALLOWED_HOSTS",
+                "[mcp.example.com, mcp.example.com:443]",
+            ),
+            (
+                "UMCP_HTTP__ALLOWED_ORIGINS",
+                "[https://app.example.com:443]",
+            ),
+            ("UMCP_HTTP__RESOURCE_URL", "https://mcp.example.com/mcp"),
+        ]))
+        .unwrap();
+        assert_eq!(config.http.listen, "0.0.0.0:8080");
+        assert_eq!(
+            config.http.allowed_hosts,
+            ["mcp.example.com", "mcp.example.com:443"]
+        );
+        assert_eq!(config.http.allowed_origins, ["https://app.example.com:443"]);
+        assert_eq!(config.http.resource_url, "https://mcp.example.com/mcp");
+        let off: crate::GatewayConfig = load(&Sources::env([("UMCP_HTTP__LISTEN", "")])).unwrap();
+        assert!(off.http.listen.is_empty());
+    }
+
+    #[test]
     fn bad_values_name_their_variables() {
         let config = HttpConfig {
             listen: "8080".into(),
