@@ -74,6 +74,7 @@ fn ms(micros: u64) -> f64 {
 const PHASES: &[(&str, &str, bool)] = &[
     ("exec.validate", "validation, request fingerprint", true),
     ("exec.admission", "admission (queue)", true),
+    ("sandbox.handover", "  pooled: limits at hand-over", true),
     ("exec.sandbox", "sandbox run, all of it", true),
     ("sandbox.prepare", "  slot cgroup, pipes, mount plan", true),
     ("sandbox.clone", "  clone on the slot thread", true),
@@ -98,6 +99,7 @@ async fn measure(
     samples: &Samples,
     code: &str,
     runs: usize,
+    pool: usize,
 ) -> Histogram<u64> {
     for _ in 0..20 {
         let r = svc.execute("bench", input(code)).await.expect("warm-up");
@@ -111,6 +113,12 @@ async fn measure(
     samples.lock().clear();
     let mut total = Histogram::<u64>::new(3).expect("histogram");
     for _ in 0..runs {
+        // Measures a call that finds the pool refilled (a caller's think time between calls;
+        // back-to-back calls outpace the refill and run cold). Not timed.
+        let bound = Instant::now() + Duration::from_secs(1);
+        while svc.warm_ready(Language::Python) < pool && Instant::now() < bound {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         let started = Instant::now();
         let r = svc.execute("bench", input(code)).await.expect("execute");
         let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -181,17 +189,8 @@ async fn main() {
         .with(SpanTimes(Arc::clone(&samples)))
         .with(filter);
     tracing::subscriber::set_global_default(subscriber).expect("subscriber");
-    let config = ExecutionConfig {
-        max_concurrent: 4,
-        uid_base: 63_000,
-        tools_venv: std::env::current_dir().expect("cwd").join(".venv"),
-        graph_url: String::new(),
-        ..ExecutionConfig::default()
-    };
-    let sandbox = umcp_execution::build_sandbox(&config).expect("sandbox (run as root)");
-    let svc = ExecutionService::new(config, Arc::new(sandbox), None)
-        .await
-        .expect("service");
+    let cold = service(0, 63_000).await;
+    let pooled = service(2, 63_100).await;
     let bare = bare(runs).await;
     println!(
         "bare /usr/bin/python3 -c 'print(1)': p50 {:.2} ms, p95 {:.2} ms ({runs} runs)",
@@ -202,11 +201,30 @@ async fn main() {
         ("python `pass` (interpreter start only)", "pass"),
         ("python `print(1)`", "print(1)"),
     ] {
-        let total = measure(&svc, &samples, code, runs).await;
-        print_table(
-            &format!("{title}, {runs} sequential calls"),
-            &samples,
-            &total,
-        );
+        for (mode, svc, pool) in [("cold", &cold, 0), ("warm pool", &pooled, 2)] {
+            let total = measure(svc, &samples, code, runs, pool).await;
+            print_table(
+                &format!("{title}, {mode}, {runs} sequential calls"),
+                &samples,
+                &total,
+            );
+        }
     }
+}
+
+/// The service with `pool` pre-started Python sandboxes (0: every run cold).
+async fn service(pool: usize, uid_base: u32) -> ExecutionService {
+    let config = ExecutionConfig {
+        max_concurrent: 4,
+        uid_base,
+        warm_pool_size: pool,
+        tools_venv: std::env::current_dir().expect("cwd").join(".venv"),
+        graph_url: String::new(),
+        ..ExecutionConfig::default()
+    };
+    let sandbox = umcp_execution::build_sandbox(&config).expect("sandbox (run as root)");
+    ExecutionService::new(config, Arc::new(sandbox.clone()), None)
+        .await
+        .expect("service")
+        .with_warm_pool(&sandbox)
 }

@@ -1,6 +1,7 @@
 //! Pre-started, single-use sandboxes: everything a cold run does before `execve` (slot,
 //! cgroup, namespaces, mounts, credentials, seccomp) and the interpreter's own start-up happen
-//! before a request arrives; the interpreter then blocks reading its program from descriptor 3.
+//! before a request arrives; the interpreter then writes one readiness byte to stdout (which
+//! the parent consumes) and blocks reading its program from descriptor 3.
 //! A request hands over the program, stdin and its limits, and the sandbox is supervised and
 //! torn down exactly like a cold run. It is never reused: one [`Prestarted`] runs one program.
 //!
@@ -146,6 +147,10 @@ impl NamespaceSandbox {
             tmp_bytes: spec.limits.tmp_bytes,
         };
         prestarted.report = Some(await_exec(started.report).await?);
+        if let Some(parent) = prestarted.parent.as_mut() {
+            let stdout = std::mem::replace(&mut parent.stdout, placeholder()?);
+            parent.stdout = await_ready(stdout).await?;
+        }
         Ok(prestarted)
     }
 
@@ -214,6 +219,45 @@ async fn await_exec(report: OwnedFd) -> Result<OwnedFd, RunError> {
             "a pre-started sandbox did not start in time",
         ))),
     }
+}
+
+/// Waits for the program's readiness byte on stdout (it has started and now blocks on
+/// descriptor 3), so a request never waits for the interpreter's start-up.
+async fn await_ready(stdout: OwnedFd) -> Result<OwnedFd, RunError> {
+    sys::set_nonblocking(stdout.as_raw_fd())
+        .map_err(|e| RunError::Resource(std::io::Error::from_raw_os_error(e)))?;
+    let afd = sys::register(stdout, Interest::READABLE).map_err(RunError::Resource)?;
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(START_TIMEOUT, async {
+        loop {
+            let mut guard = afd.readable().await?;
+            match guard.try_io(|fd| {
+                sys::read(fd.get_ref().as_raw_fd(), &mut byte)
+                    .map_err(std::io::Error::from_raw_os_error)
+            }) {
+                Ok(result) => return result,
+                Err(_would_block) => continue,
+            }
+        }
+    })
+    .await;
+    match read {
+        Ok(Ok(1)) => Ok(afd.into_inner()),
+        Ok(Ok(_)) => Err(RunError::Resource(std::io::Error::other(
+            "a pre-started sandbox ended before it was ready",
+        ))),
+        Ok(Err(e)) => Err(RunError::Resource(e)),
+        Err(_elapsed) => Err(RunError::Resource(std::io::Error::other(
+            "a pre-started sandbox did not become ready in time",
+        ))),
+    }
+}
+
+/// A descriptor to stand in for one being moved (`/dev/null`, close-on-exec).
+fn placeholder() -> Result<OwnedFd, RunError> {
+    std::fs::File::open("/dev/null")
+        .map(OwnedFd::from)
+        .map_err(RunError::Resource)
 }
 
 /// Applies the request's limits to the waiting process and its slot, then supervises the run.
