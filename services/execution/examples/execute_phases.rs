@@ -189,8 +189,16 @@ async fn main() {
         .with(SpanTimes(Arc::clone(&samples)))
         .with(filter);
     tracing::subscriber::set_global_default(subscriber).expect("subscriber");
-    let cold = service(0, 63_000).await;
-    let pooled = service(2, 63_100).await;
+    let cold = Arc::new(service(0, 63_000).await);
+    let pooled = Arc::new(service(2, 63_100).await);
+    for round in 0..2 {
+        println!(
+            "throughput round {round}, 100 print(1) runs 4-way: bare {:.0}/s, cold {:.0}/s, warm pool {:.0}/s",
+            throughput(None).await,
+            throughput(Some(&cold)).await,
+            throughput(Some(&pooled)).await
+        );
+    }
     let bare = bare(runs).await;
     println!(
         "bare /usr/bin/python3 -c 'print(1)': p50 {:.2} ms, p95 {:.2} ms ({runs} runs)",
@@ -201,7 +209,7 @@ async fn main() {
         ("python `pass` (interpreter start only)", "pass"),
         ("python `print(1)`", "print(1)"),
     ] {
-        for (mode, svc, pool) in [("cold", &cold, 0), ("warm pool", &pooled, 2)] {
+        for (mode, svc, pool) in [("cold", &*cold, 0), ("warm pool", &*pooled, 2)] {
             let total = measure(svc, &samples, code, runs, pool).await;
             print_table(
                 &format!("{title}, {mode}, {runs} sequential calls"),
@@ -210,6 +218,42 @@ async fn main() {
             );
         }
     }
+}
+
+/// 100 `print(1)` runs, 4 at a time: runs per second (bare spawns when `svc` is `None`).
+async fn throughput(svc: Option<&Arc<ExecutionService>>) -> f64 {
+    const RUNS: usize = 100;
+    const WAYS: usize = 4;
+    let started = Instant::now();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let workers = (0..WAYS).map(|_| {
+        let (svc, next) = (svc.cloned(), Arc::clone(&next));
+        tokio::spawn(async move {
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < RUNS {
+                match &svc {
+                    Some(svc) => {
+                        let r = svc
+                            .execute("bench", input("print(1)"))
+                            .await
+                            .expect("execute");
+                        assert_eq!(r.status, RunStatus::Ok);
+                    }
+                    None => {
+                        let out = tokio::process::Command::new("/usr/bin/python3")
+                            .args(["-c", "print(1)"])
+                            .output()
+                            .await
+                            .expect("bare spawn");
+                        assert!(out.status.success());
+                    }
+                }
+            }
+        })
+    });
+    for w in workers.collect::<Vec<_>>() {
+        w.await.expect("worker");
+    }
+    RUNS as f64 / started.elapsed().as_secs_f64()
 }
 
 /// The service with `pool` pre-started Python sandboxes (0: every run cold).
