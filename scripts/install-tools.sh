@@ -46,6 +46,8 @@ with zipfile.ZipFile(sys.argv[1]).open("kubectl/kubectl") as src, open(sys.argv[
     [ -x /usr/bin/node ] || apt_install nodejs || echo "install-tools: /usr/bin/node missing; JavaScript runs will fail" >&2
     # shellcheck is optional for the service (Lint says which linters ran) but tested.
     need shellcheck || apt_install shellcheck || echo "install-tools: shellcheck missing; bash lint will skip it" >&2
+    # bubblewrap is the peer sandbox the execute benchmark compares against (optional).
+    need bwrap || apt_install bubblewrap || echo "install-tools: bwrap missing; the bench skips the bubblewrap row" >&2
     touch .venv/.installed
     ;;
   redis)
