@@ -47,7 +47,7 @@ with zipfile.ZipFile(sys.argv[1]).open("kubectl/kubectl") as src, open(sys.argv[
     # shellcheck is optional for the service (Lint says which linters ran) but tested.
     need shellcheck || apt_install shellcheck || echo "install-tools: shellcheck missing; bash lint will skip it" >&2
     # bubblewrap is the peer sandbox the execute benchmark compares against (optional).
-    need bwrap || apt_install bubblewrap || echo "install-tools: bwrap missing; the bench skips the bubblewrap row" >&2
+    need bwrap || apt_install bubblewrap || echo "install-tools: bwrap missing; no bubblewrap peer figures" >&2
     touch .venv/.installed
     ;;
   redis)
