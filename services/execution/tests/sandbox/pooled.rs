@@ -21,6 +21,11 @@ const PROGRAMS: &[(&str, &[&str], &str)] = &[
         &[],
         "",
     ),
+    (
+        "import select, sys\nprint(select.select([sys.stdin], [], [], 0.2)[0] == [])\n",
+        &[],
+        "",
+    ),
     ("raise SystemExit('bye')\n", &[], ""),
     ("import os\nos._exit(7)\n", &[], ""),
     (

@@ -292,9 +292,15 @@ async fn hand_over(
         return Err(e);
     }
     let started_at = Instant::now();
+    // As in a cold run: with nothing to feed, stdin stays open (not at EOF) until the end.
+    let (stdin, _idle_stdin) = if handover.stdin.is_empty() {
+        (None, Some(parent.stdin))
+    } else {
+        (Some(parent.stdin), None)
+    };
     let ends = ParentEnds {
         pidfd,
-        stdin: Some(parent.stdin),
+        stdin,
         stdout: parent.stdout,
         stderr: parent.stderr,
         side: None,
