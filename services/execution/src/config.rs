@@ -121,6 +121,9 @@ pub struct ExecutionConfig {
     /// Audit events (`UMCP_AUDIT__URL`, empty disables; `UMCP_AUDIT__SPOOL_DIR`, default
     /// `./data/audit-spool/execution`, …).
     pub audit: umcp_audit_client::AuditClientConfig,
+    /// Where the auth service shares its keys and revocations (`UMCP_REDIS__URL` or
+    /// `UMCP_REDIS__CLUSTER_NODES`; unset: asked of the auth service only).
+    pub redis: umcp_redis::RedisConfig,
     /// Sandboxes running at once (also the number of sandbox slots).
     pub max_concurrent: usize,
     /// Requests allowed to wait for a slot (over all users, served per-user round robin);
@@ -180,6 +183,7 @@ impl Default for ExecutionConfig {
             log: umcp_telemetry::LogConfig::default(),
             http: umcp_rpc::ops::OpsConfig::on("127.0.0.1:9104"),
             auth: umcp_authz::AuthClientConfig::default(),
+            redis: umcp_redis::RedisConfig::default(),
             audit: umcp_audit_client::AuditClientConfig {
                 spool_dir: "./data/audit-spool/execution".into(),
                 ..umcp_audit_client::AuditClientConfig::default()
@@ -295,6 +299,7 @@ impl umcp_config::Validate for ExecutionConfig {
         problems.extend(self.http.problems());
         problems.extend(self.auth.problems());
         problems.extend(self.audit.problems());
+        problems.extend(self.redis.problems());
         if let Err(e) = self.check() {
             problems.push(e);
         }

@@ -77,7 +77,8 @@ pub async fn run(
     config: ExecutionConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let auth = umcp_authz::AuthClient::start(&config.auth, None).await?;
+    let shared = umcp_redis::Redis::connect(&config.redis).await?;
+    let auth = umcp_authz::AuthClient::start(&config.auth, shared).await?;
     let verifier = Arc::clone(&auth.verifier);
     let credentials = auth
         .credentials
