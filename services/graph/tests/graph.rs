@@ -3,6 +3,7 @@
 
 mod cache;
 mod limits;
+mod neo4j;
 mod support;
 
 use std::collections::HashMap;

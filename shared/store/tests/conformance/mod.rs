@@ -1,5 +1,5 @@
 //! Backend-independent conformance cases. Each takes an EMPTY store; a backend's test file runs
-//! every case against a fresh instance (see `tests/grafeo.rs`).
+//! every case against a fresh instance (see `tests/store/grafeo.rs` and `tests/store/neo4j.rs`).
 
 use std::collections::BTreeMap;
 

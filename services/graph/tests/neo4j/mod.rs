@@ -3,9 +3,6 @@
 //! authentication; production always authenticates). Skipped, with the reason printed, where
 //! Java or the launcher is missing.
 
-#[allow(dead_code)]
-mod support;
-
 use tonic::Code;
 use umcp_graph::GraphConfig;
 use umcp_proto::common::v1::value::Kind;
@@ -14,7 +11,7 @@ use umcp_store::neo4j::{Neo4jConfig, Neo4jStore};
 use umcp_testkit::Spawned;
 use umcp_testkit::issuer::TestIssuer;
 
-use support::{admin_client, assert_status, int, node, query, query_req, rel};
+use crate::support::{admin_client, assert_status, int, node, query, query_req, rel};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graph_service_serves_from_neo4j_when_its_uri_is_set() {

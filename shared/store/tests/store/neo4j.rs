@@ -3,7 +3,7 @@
 //! production path always authenticates). Where Java or the launcher (and Maven to build it) is
 //! missing, every case prints that Neo4j was skipped and why, and passes.
 
-mod conformance;
+use super::conformance;
 
 use umcp_store::neo4j::{Neo4jConfig, Neo4jStore};
 

@@ -1,6 +1,6 @@
 //! The conformance suite and Grafeo-specific behaviour (durability, deadlines) on a tempdir.
 
-mod conformance;
+use super::conformance;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
