@@ -143,9 +143,7 @@ pub(crate) fn failure(status: &tonic::Status, who: &Who) -> CallToolResult {
 }
 
 /// `PermissionDenied` → `PERMISSION_DENIED`, the name gRPC documents.
-pub(crate) fn code_name(code: tonic::Code) -> String {
-    super::render::screaming(&format!("{code:?}"))
-}
+pub(crate) use umcp_proto::catalogue::code_name;
 
 #[cfg(test)]
 mod tests {

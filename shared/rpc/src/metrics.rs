@@ -19,7 +19,7 @@ use http_body::{Body, Frame};
 use pin_project_lite::pin_project;
 use tonic::Code;
 use tower::{Layer, Service};
-use umcp_proto::catalogue::{Lookup, MethodCatalogue};
+use umcp_proto::catalogue::{Lookup, MethodCatalogue, code_name};
 use umcp_telemetry::metrics::{MethodLabels, RpcLabels, rpc};
 
 /// Adds [`MetricsService`]; `component` is the `component` label.
@@ -245,30 +245,6 @@ where
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
-    }
-}
-
-/// The canonical upper-case name of `code` (what gRPC docs and dashboards use).
-#[must_use]
-pub const fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
 

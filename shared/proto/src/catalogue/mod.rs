@@ -12,6 +12,8 @@
 mod load;
 mod names;
 
+pub use names::code_name;
+
 use std::collections::HashMap;
 use std::sync::LazyLock;
 

@@ -29,6 +29,13 @@ pub(super) fn code(name: &str) -> Option<Code> {
     i32::try_from(index).ok().map(Code::from_i32)
 }
 
+/// The canonical upper-case name of `code` (what grpcurl, the gRPC docs, metrics labels and the
+/// policy options use).
+#[must_use]
+pub fn code_name(code: Code) -> &'static str {
+    NAMES.get(code as usize).copied().unwrap_or("UNKNOWN")
+}
+
 /// Every accepted name, for error messages.
 pub(super) fn all() -> String {
     NAMES.join(", ")
@@ -46,5 +53,9 @@ mod tests {
         assert_eq!(code("RESOURCE_EXHAUSTED"), Some(Code::ResourceExhausted));
         assert_eq!(code("permission_denied"), None);
         assert_eq!(code(""), None);
+        for n in 0..17 {
+            let c = Code::from_i32(n);
+            assert_eq!(code(code_name(c)), Some(c));
+        }
     }
 }
