@@ -47,11 +47,32 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         if let Poll::Ready(result) = this.response.poll(cx) {
-            return Poll::Ready(result.map_err(Into::into));
+            // why: a tonic channel enforces the same `grpc-timeout` itself and may fire a hair
+            // before our sleep; its `TimeoutExpired` is this expiry, so it gets this layer's
+            // verdict (a caller's short deadline is not the backend's failure).
+            return Poll::Ready(result.map_err(|e| {
+                let e: BoxError = e.into();
+                if is_channel_timeout(e.as_ref()) {
+                    Box::new(*this.elapsed)
+                } else {
+                    e
+                }
+            }));
         }
         match this.sleep.poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(Box::new(*this.elapsed))),
             Poll::Pending => Poll::Pending,
         }
     }
+}
+
+fn is_channel_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
