@@ -44,7 +44,7 @@ with zipfile.ZipFile(sys.argv[1]).open("kubectl/kubectl") as src, open(sys.argv[
     .venv/bin/python -m pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
     # The execution service runs JavaScript with /usr/bin/node (absolute path, never PATH).
     [ -x /usr/bin/node ] || apt_install nodejs || echo "install-tools: /usr/bin/node missing; JavaScript runs will fail" >&2
-    # shellcheck is optional for the service (Lint says which linters ran) but tested.
+    # The bash linter (shellcheck) is optional for the service (Lint says which linters ran) but tested.
     need shellcheck || apt_install shellcheck || echo "install-tools: shellcheck missing; bash lint will skip it" >&2
     # bubblewrap is the peer sandbox the execute benchmark compares against (optional).
     need bwrap || apt_install bubblewrap || echo "install-tools: bwrap missing; no bubblewrap peer figures" >&2
