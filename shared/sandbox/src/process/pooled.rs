@@ -147,9 +147,10 @@ impl NamespaceSandbox {
             tmp_bytes: spec.limits.tmp_bytes,
         };
         prestarted.report = Some(await_exec(started.report).await?);
-        if let Some(parent) = prestarted.parent.as_mut() {
-            let stdout = std::mem::replace(&mut parent.stdout, placeholder()?);
-            parent.stdout = await_ready(stdout).await?;
+        if let Some(mut parent) = prestarted.parent.take() {
+            // Dropped on failure with the rest of `prestarted` (which kills the sandbox).
+            parent.stdout = await_ready(parent.stdout).await?;
+            prestarted.parent = Some(parent);
         }
         Ok(prestarted)
     }
@@ -251,13 +252,6 @@ async fn await_ready(stdout: OwnedFd) -> Result<OwnedFd, RunError> {
             "a pre-started sandbox did not become ready in time",
         ))),
     }
-}
-
-/// A descriptor to stand in for one being moved (`/dev/null`, close-on-exec).
-fn placeholder() -> Result<OwnedFd, RunError> {
-    std::fs::File::open("/dev/null")
-        .map(OwnedFd::from)
-        .map_err(RunError::Resource)
 }
 
 /// Applies the request's limits to the waiting process and its slot, then supervises the run.
