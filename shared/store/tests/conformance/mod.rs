@@ -522,3 +522,24 @@ pub(crate) async fn metrics_count_everything(store: &dyn GraphStore) {
     assert!((m.average_degree - 2.0).abs() < f64::EPSILON);
     store.health().await.expect("healthy");
 }
+
+/// Calls `$per_backend!(case, …)` with every case above: the one list each backend's test
+/// module instantiates, so no backend can miss a case.
+macro_rules! every_case {
+    ($per_backend:ident) => {
+        $per_backend!(
+            upsert_merges_nodes_by_key,
+            upsert_merges_relationships_per_type_and_ordered_pair,
+            missing_endpoint_fails_the_whole_request,
+            invalid_input_writes_nothing,
+            query_values_keep_their_types,
+            query_returns_nodes_relationships_and_paths,
+            row_limit_truncates,
+            writes_in_queries_are_refused,
+            syntax_errors_name_the_position,
+            delete_semantics,
+            metrics_count_everything,
+        );
+    };
+}
+pub(crate) use every_case;

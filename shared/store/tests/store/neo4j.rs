@@ -33,16 +33,4 @@ macro_rules! conformance {
     )*};
 }
 
-conformance!(
-    upsert_merges_nodes_by_key,
-    upsert_merges_relationships_per_type_and_ordered_pair,
-    missing_endpoint_fails_the_whole_request,
-    invalid_input_writes_nothing,
-    query_values_keep_their_types,
-    query_returns_nodes_relationships_and_paths,
-    row_limit_truncates,
-    writes_in_queries_are_refused,
-    syntax_errors_name_the_position,
-    delete_semantics,
-    metrics_count_everything,
-);
+conformance::every_case!(conformance);
