@@ -8,10 +8,8 @@ use umcp_graph::GraphConfig;
 use umcp_proto::common::v1::value::Kind;
 use umcp_proto::graph::v1::{GetMetricsRequest, UpsertRequest};
 use umcp_store::neo4j::{Neo4jConfig, Neo4jStore};
-use umcp_testkit::Spawned;
-use umcp_testkit::issuer::TestIssuer;
 
-use crate::support::{admin_client, assert_status, int, node, query, query_req, rel};
+use crate::support::{assert_status, int, node, query, query_req, rel, start_with};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graph_service_serves_from_neo4j_when_its_uri_is_set() {
@@ -33,18 +31,8 @@ async fn graph_service_serves_from_neo4j_when_its_uri_is_set() {
         neo4j: neo4j_config,
         ..GraphConfig::default()
     };
-    let issuer = TestIssuer::new();
-    let verifier = issuer.verifier();
-    let server = Spawned::start(|listener, shutdown| {
-        umcp_graph::serve(
-            listener,
-            config,
-            umcp_graph::Wiring::unaudited(verifier, "graph"),
-            shutdown.wait(),
-        )
-    })
-    .await;
-    let mut client = admin_client(server.channel(), &issuer);
+    let mut harness = start_with(dir, config).await;
+    let client = &mut harness.client;
 
     let resp = client
         .upsert(UpsertRequest {
@@ -59,7 +47,7 @@ async fn graph_service_serves_from_neo4j_when_its_uri_is_set() {
         .into_inner();
     assert_eq!((resp.nodes_created, resp.relationships_created), (2, 1));
     let r = query(
-        &mut client,
+        client,
         query_req("MATCH (a:Person {key: 'alice'})-[r:KNOWS]->(b) RETURN a, r, b.key AS bkey"),
     )
     .await;
@@ -79,7 +67,7 @@ async fn graph_service_serves_from_neo4j_when_its_uri_is_set() {
     assert_eq!((m.node_count, m.relationship_count), (2, 1));
     assert_eq!(m.label_counts.get("Person"), Some(&2));
     assert!(
-        !dir.path().join("unused").exists(),
+        !harness._dir.path().join("unused").exists(),
         "the embedded store was opened"
     );
 

@@ -36,6 +36,11 @@ pub(crate) async fn start() -> Harness {
         data_dir: dir.path().join("graph"),
         ..GraphConfig::default()
     };
+    start_with(dir, config).await
+}
+
+/// A server with `config` (whose data lives in `dir` or elsewhere, e.g. Neo4j).
+pub(crate) async fn start_with(dir: tempfile::TempDir, config: GraphConfig) -> Harness {
     let issuer = TestIssuer::new();
     let verifier = issuer.verifier();
     let server = Spawned::start(|listener, shutdown| {
