@@ -46,6 +46,10 @@ impl GenState {
         self.changed_at = Instant::now();
     }
 
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+
     pub(crate) fn confirmed_within(&self, bound: Duration) -> bool {
         self.confirmed_at.is_some_and(|at| at.elapsed() <= bound)
     }
@@ -97,7 +101,7 @@ impl Inner {
             Ok(seen) => {
                 let changed = self.state.lock().observe(seen.unwrap_or(0), issued);
                 if changed {
-                    self.l1.invalidate_all();
+                    self.clear_l1();
                 }
             }
             Err(error) => {
@@ -124,7 +128,7 @@ impl Inner {
                 state.confirmed_at = None;
                 state.pending_bump = true;
                 drop(state);
-                self.l1.invalidate_all();
+                self.clear_l1();
                 return;
             }
         };
@@ -134,7 +138,7 @@ impl Inner {
             state.observe(seen, issued)
         };
         if changed {
-            self.l1.invalidate_all();
+            self.clear_l1();
         }
         let channel = self.channel.clone();
         let clustered = redis.is_clustered();
@@ -155,14 +159,14 @@ impl Inner {
 
     fn on_message(&self, seen: u64) {
         if self.state.lock().announce(seen) {
-            self.l1.invalidate_all();
+            self.clear_l1();
         }
     }
 
     /// Messages may have been missed while disconnected: forget everything, re-read.
     async fn on_reconnect(&self) {
         self.state.lock().confirmed_at = None;
-        self.l1.invalidate_all();
+        self.clear_l1();
         self.refresh_generation().await;
     }
 }
