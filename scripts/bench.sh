@@ -21,8 +21,10 @@ run execute-phases "one Execute, phase by phase (tracing spans), vs a bare inter
 run execute "end-to-end Execute through the gateway vs direct" "$bin/bench_execute" 200
 [ -x "$bin/bench_breaker" ] && run breaker "circuit breaker: rejection while open, closed overhead" "$bin/bench_breaker"
 [ -x "$bin/audit_bench" ] && run audit "audit: durable append and query on 1M events" "$bin/audit_bench"
-run cache "two-tier cache: L1 hit, L2 (Redis) hit" "$bin/latency"
+run cache "two-tier cache: L1 hit (and the previous moka hit path), L2 (Redis) hit" "$bin/latency"
 run backends "graph store: the same Query/Upsert mix on embedded Grafeo and on Neo4j (harness, or UMCP_NEO4J__URI; wiped)" \
   "$bin/bench_backends" "${BENCH_SECONDS:-5}" 8
 run ratelimit "rate-limit decision: in process, Redis, Redis killed (local fallback)" "$bin/decision_latency" 20000
+run ratelimit-throughput "rate-limit decisions/s and CPU per decision (client, redis-server), 64 in flight" \
+  "$bin/decision_throughput" "${BENCH_SECONDS:-5}" 64
 echo "== raw output in bench-out/"

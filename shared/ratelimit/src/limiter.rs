@@ -87,19 +87,26 @@ pub struct RateLimiter {
 struct Inner {
     config: RateLimitConfig,
     redis: Option<Redis>,
+    /// Sends this process's decisions to `redis` in batches (present with `redis`).
+    batcher: Option<remote::Batcher>,
     local: LocalLimiter,
     stats: RateLimitStats,
 }
 
 impl RateLimiter {
-    /// A limiter enforcing `config`, in `redis` when given (else in process).
+    /// A limiter enforcing `config`, in `redis` when given (else in process). With `redis`
+    /// it needs a Tokio runtime (the task that batches decisions).
     #[must_use]
     pub fn new(config: RateLimitConfig, redis: Option<Redis>) -> Self {
         let local = LocalLimiter::new(config.local_max_keys, config.longest_period());
+        let batcher = redis
+            .clone()
+            .map(|r| remote::Batcher::start(r, config.redis_timeout()));
         let limiter = Self {
             inner: Arc::new(Inner {
                 config,
                 redis,
+                batcher,
                 local,
                 stats: RateLimitStats::default(),
             }),
@@ -203,16 +210,13 @@ impl RateLimiter {
         rate: Rate,
     ) -> Option<Result<Outcome, String>> {
         let redis = self.inner.redis.as_ref()?;
+        let batcher = self.inner.batcher.as_ref()?;
         if !redis.is_available() {
             return Some(Err("redis unavailable".to_owned()));
         }
         let key = remote::key(redis, class, principal);
         let timeout = self.inner.config.redis_timeout();
-        Some(
-            remote::check(redis, key, rate, 1, timeout)
-                .await
-                .map_err(|e| e.to_string()),
-        )
+        Some(batcher.check(key, rate, 1, timeout).await)
     }
 
     fn local(&self, class: &str, principal: &str, rate: Rate) -> Outcome {

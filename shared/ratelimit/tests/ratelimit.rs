@@ -122,6 +122,39 @@ async fn keys_are_independent_per_principal_and_class() {
     }
 }
 
+/// Concurrent decisions leave in batches (one EVALSHA for many keys, repeats included): each
+/// key still gets exactly its budget, and its admitted calls see every `remaining` once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_decisions_stay_exact_per_key() {
+    for redis in [standalone_redis().await, cluster_redis().await] {
+        let clustered = redis.is_clustered();
+        let limiter = RateLimiter::new(config(7, FailureMode::Closed), Some(redis));
+        let checks = (0..20).flat_map(|p| (0..30).map(move |_| p)).map(|p| {
+            let limiter = limiter.clone();
+            let principal = format!("batched-{clustered}-{p}");
+            tokio::spawn(async move { (p, limiter.check("execute", &principal).await) })
+        });
+        let mut remaining: Vec<Vec<u64>> = vec![Vec::new(); 20];
+        for joined in futures::future::join_all(checks).await {
+            let (p, verdict) = joined.expect("check task");
+            let Verdict::Checked {
+                outcome, source, ..
+            } = verdict
+            else {
+                panic!("unexpected verdict {verdict:?}");
+            };
+            assert_eq!(source, Source::Redis, "decided by redis");
+            if outcome.allowed {
+                remaining[p].push(outcome.remaining);
+            }
+        }
+        for mut seen in remaining {
+            seen.sort_unstable();
+            assert_eq!(seen, (0..7).collect::<Vec<u64>>(), "clustered={clustered}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn refusals_say_when_to_retry() {
     let limiter = RateLimiter::new(
