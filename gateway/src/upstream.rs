@@ -2,6 +2,8 @@
 //! retries of the calls that are safe to repeat.
 //!
 //! Stack, outermost first, and why in this order:
+//! 0. [`ClientService`]: one client span per call (all its attempts), injected as the call's
+//!    `traceparent`.
 //! 1. [`Retry`]: replays a buffered unary request after an `UNAVAILABLE` that came before any
 //!    response headers (a refused connection, a reset stream, a trailers-only `UNAVAILABLE`),
 //!    under a per-backend budget and within the caller's deadline. Only requests the proxy
@@ -28,6 +30,7 @@ use umcp_resilience::breaker::{Breaker, CircuitBreaker, State};
 use umcp_resilience::retry::{Idempotent, Retrier, Retry, RetryLayer};
 use umcp_resilience::timeout::BoundedTimeout;
 use umcp_resilience::{BoundedTimeoutLayer, BoxError, CircuitBreakerLayer, GrpcClassifier};
+use umcp_telemetry::trace::{ClientLayer, ClientService};
 
 use crate::config::GatewayConfig;
 
@@ -39,7 +42,7 @@ pub(crate) const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// gRPC's 5-byte frame header on top of the largest message a service accepts.
 const MAX_REPLAY_BYTES: usize = umcp_rpc::MAX_MESSAGE_BYTES + 5;
 
-type Stack = Retry<CircuitBreaker<BoundedTimeout<Channel>, GrpcClassifier>>;
+type Stack = ClientService<Retry<CircuitBreaker<BoundedTimeout<Channel>, GrpcClassifier>>>;
 
 /// The client of one backend; clones share connections, breaker and budget.
 #[derive(Debug, Clone)]
@@ -54,7 +57,7 @@ pub(crate) struct Upstream {
 impl Upstream {
     /// Starts resolving `url` and builds the stack; connections open on the first call.
     pub(crate) fn start(
-        name: &str,
+        name: &'static str,
         url: &str,
         config: &GatewayConfig,
     ) -> Result<Self, BalanceError> {
@@ -70,6 +73,7 @@ impl Upstream {
         let pool = BalancedChannel::start(url, upstream.balance(), configure)?;
         let breaker = Breaker::new(name, upstream.breaker());
         let stack = ServiceBuilder::new()
+            .layer(ClientLayer::new(name))
             .layer(
                 RetryLayer::new(Retrier::new(upstream.retry())).max_replay_bytes(MAX_REPLAY_BYTES),
             )
@@ -122,7 +126,8 @@ impl Upstream {
         if retryable {
             request.extensions_mut().insert(Idempotent);
         }
-        self.stack.clone().oneshot(request).await
+        let response = self.stack.clone().oneshot(request).await?;
+        Ok(response.map(Body::new))
     }
 }
 

@@ -9,6 +9,7 @@ mod mesh;
 mod ratelimit;
 mod recording;
 mod tokens;
+mod traces;
 mod upstream;
 
 use std::time::{Duration, Instant};

@@ -9,8 +9,8 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 use umcp_proto::audit::v1::audit_service_server::AuditService;
 use umcp_proto::audit::v1::{
-    ExportCheckpointRequest, ExportCheckpointResponse, QueryRequest, QueryResponse, RecordRequest,
-    RecordResponse, TailRequest, TailResponse, VerifyRequest, VerifyResponse,
+    AuditEvent, ExportCheckpointRequest, ExportCheckpointResponse, QueryRequest, QueryResponse,
+    RecordRequest, RecordResponse, TailRequest, TailResponse, VerifyRequest, VerifyResponse,
 };
 
 use crate::convert;
@@ -32,6 +32,27 @@ impl AuditGrpc {
 
 type TailStream = Pin<Box<dyn Stream<Item = Result<TailResponse, Status>> + Send>>;
 
+/// A span per event that names its producer's span, children of it; they end when dropped.
+fn commit_spans(events: &[AuditEvent]) -> Vec<tracing::Span> {
+    if !umcp_telemetry::trace::exporting() {
+        return Vec::new();
+    }
+    events
+        .iter()
+        .filter(|e| !e.trace_id.is_empty() && !e.span_id.is_empty())
+        .map(|e| {
+            let span = tracing::info_span!(
+                "audit.commit",
+                otel.kind = "internal",
+                event_id = %e.event_id,
+                action = %e.action,
+            );
+            umcp_telemetry::trace::follow(&span, &e.trace_id, &e.span_id);
+            span
+        })
+        .collect()
+}
+
 #[tonic::async_trait]
 impl AuditService for AuditGrpc {
     async fn record(
@@ -41,6 +62,9 @@ impl AuditService for AuditGrpc {
         let caller = umcp_authz::principal(&request)?;
         let events = request.into_inner().events;
         let count = events.len();
+        // Each traced event's commit is a span of its producer's trace (events reach us in
+        // batches, off the request's path, so the Record call itself starts a trace of its own).
+        let _commits = commit_spans(&events);
         let outcome = self.log.record(events).await.inspect_err(|e| {
             tracing::debug!(caller = %caller.user_id, events = count, error = %e, "audit record refused");
         })?;

@@ -147,6 +147,7 @@ fn event(path: &str, e: &AuditEvent) -> Result<u128, AuditError> {
     text(f("action"), &e.action, 128, false)?;
     text(f("correlation_id"), &e.correlation_id, 128, false)?;
     text(f("trace_id"), &e.trace_id, 128, false)?;
+    text(f("span_id"), &e.span_id, 64, false)?;
     if let Some(outcome) = &e.outcome {
         if !(0..=16).contains(&outcome.grpc_code) {
             return Err(bad(f("outcome.grpc_code"), "a gRPC status code 0..=16"));

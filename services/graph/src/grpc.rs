@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 use umcp_proto::graph::v1 as gpb;
 use umcp_proto::graph::v1::graph_service_server::GraphService;
 use umcp_store::{GraphStore, ReadQuery, StoreError, validate};
@@ -37,6 +38,20 @@ fn store_deadline<T>(request: &Request<T>) -> Option<Instant> {
 
 /// Logs the failures whose detail the caller never sees (it may name files or engine internals),
 /// here in the adapter so the `Status` mapping stays free of side effects.
+/// The trace span of one store operation (nothing when traces are not exported).
+fn store_span(op: &'static str) -> tracing::Span {
+    if umcp_telemetry::trace::exporting() {
+        tracing::info_span!(
+            "store",
+            otel.name = %format_args!("store.{op}"),
+            otel.kind = "client",
+            db.operation = op,
+        )
+    } else {
+        tracing::Span::none()
+    }
+}
+
 fn store_failed(err: StoreError) -> GraphError {
     match &err {
         StoreError::Unavailable(detail) => tracing::warn!(detail, "graph store unavailable"),
@@ -54,7 +69,12 @@ impl GraphService for GraphGrpc {
     ) -> Result<Response<gpb::UpsertResponse>, Status> {
         let batch = convert::upsert_from_proto(request.into_inner())?;
         let (nodes, rels) = (batch.nodes.len(), batch.rels.len());
-        let counts = self.store.upsert(batch).await.map_err(store_failed)?;
+        let counts = self
+            .store
+            .upsert(batch)
+            .instrument(store_span("upsert"))
+            .await
+            .map_err(store_failed)?;
         tracing::info!(
             nodes,
             rels,
@@ -84,7 +104,12 @@ impl GraphService for GraphGrpc {
             deadline,
             caller,
         };
-        let result = self.store.query(query).await.map_err(store_failed)?;
+        let result = self
+            .store
+            .query(query)
+            .instrument(store_span("query"))
+            .await
+            .map_err(store_failed)?;
         let elapsed = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         tracing::debug!(
             rows = result.rows.len(),
@@ -100,7 +125,12 @@ impl GraphService for GraphGrpc {
         request: Request<gpb::DeleteRequest>,
     ) -> Result<Response<gpb::DeleteResponse>, Status> {
         let batch = convert::delete_from_proto(request.into_inner());
-        let counts = self.store.delete(batch).await.map_err(store_failed)?;
+        let counts = self
+            .store
+            .delete(batch)
+            .instrument(store_span("delete"))
+            .await
+            .map_err(store_failed)?;
         tracing::info!(
             nodes_deleted = counts.nodes_deleted,
             rels_deleted = counts.rels_deleted,
@@ -114,7 +144,12 @@ impl GraphService for GraphGrpc {
         &self,
         _request: Request<gpb::GetMetricsRequest>,
     ) -> Result<Response<gpb::GetMetricsResponse>, Status> {
-        let metrics = self.store.metrics().await.map_err(store_failed)?;
+        let metrics = self
+            .store
+            .metrics()
+            .instrument(store_span("metrics"))
+            .await
+            .map_err(store_failed)?;
         Ok(Response::new(convert::metrics_to_proto(metrics)))
     }
 }

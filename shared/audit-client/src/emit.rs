@@ -152,10 +152,14 @@ impl Event {
             .or_else(|| peer.map(|p| p.ip().to_string()))
             .unwrap_or_default();
         self.0.user_agent = text("user-agent").unwrap_or_default();
-        if let Some(traceparent) = text("traceparent") {
-            // W3C: version-traceid-parentid-flags; the trace id is the second field.
-            if let Some(trace) = traceparent.split('-').nth(1) {
-                trace.clone_into(&mut self.0.trace_id);
+        // W3C `version-traceid-spanid-flags`; servers rewrite it to name their own span, so
+        // the ids are those of the hop recording the event.
+        if let Some(traceparent) = text("traceparent")
+            && let Some(trace) = umcp_telemetry::trace::trace_id_of(&traceparent)
+        {
+            trace.clone_into(&mut self.0.trace_id);
+            if let Some(span) = traceparent.split('-').nth(2) {
+                span.clone_into(&mut self.0.span_id);
             }
         }
         self

@@ -15,6 +15,7 @@ mod config;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use fred::clients::{Client, Pool, SubscriberClient};
 use fred::error::{Error as FredError, ErrorKind};
@@ -168,7 +169,19 @@ impl Redis {
             .try_acquire()
             .map_err(|_open| RedisError::BreakerOpen)?;
         let client = self.inner.pool.next_connected().clone();
-        let result = match tokio::time::timeout(budget, f(client)).await {
+        // Only when exported: this is the hot path of every rate-limit decision.
+        let span = if umcp_telemetry::trace::exporting() {
+            tracing::info_span!(
+                "redis",
+                otel.name = %format_args!("redis.{op}"),
+                otel.kind = "client",
+                db.system = "redis",
+                db.operation = op,
+            )
+        } else {
+            tracing::Span::none()
+        };
+        let result = match tokio::time::timeout(budget, f(client).instrument(span)).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(source)) if is_outage(&source) => Err(RedisError::Unavailable { op, source }),
             Ok(Err(source)) => Err(RedisError::Refused { op, source }),

@@ -1,6 +1,11 @@
 //! `x-correlation-id`: accepted when valid, created (UUIDv7) when absent or invalid, put in the
 //! request extensions and headers (so it is forwarded), returned in the response headers, and
 //! recorded on a tracing span that wraps the whole request, so every log line carries it.
+//!
+//! The same span is the call's server span in a distributed trace: the child of the caller's
+//! `traceparent`, named after the method, with OpenTelemetry's gRPC attributes (`rpc.system`,
+//! `rpc.service`, `rpc.method`; `rpc.grpc.status_code` is recorded when the call ends, by
+//! [`crate::metrics`]) and the `trace_id` for log lines.
 
 use std::fmt;
 use std::future::Future;
@@ -117,14 +122,26 @@ where
         let id = CorrelationId::from_headers(request.headers());
         let value = id.header_value();
         request.headers_mut().insert(HEADER, value.clone());
+        // Bounded by the catalogue (the path is the caller's input), shared with the metrics.
+        let labels = crate::metrics::method_labels(self.component, request.uri().path());
         let span = tracing::info_span!(
             "rpc",
+            otel.name = %format_args!("{}/{}", labels.service, labels.method),
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            rpc.system = "grpc",
+            rpc.service = %labels.service,
+            rpc.method = %labels.method,
+            rpc.grpc.status_code = tracing::field::Empty,
             component = self.component,
             method = %request.uri().path(),
             correlation_id = %id,
+            trace_id = tracing::field::Empty,
             user_id = tracing::field::Empty,
         );
+        umcp_telemetry::trace::server_span(&span, request.headers_mut());
         request.extensions_mut().insert(id);
+        request.extensions_mut().insert(labels);
         // The clone that was driven to readiness is the one we call; a fresh clone takes its
         // place (tower's "be careful when cloning inner services").
         let clone = self.inner.clone();

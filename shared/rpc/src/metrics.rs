@@ -55,7 +55,7 @@ pub struct MetricsService<S> {
 }
 
 /// The (service, method) labels of `path`, bounded by the catalogue.
-fn method_labels(component: &'static str, path: &str) -> MethodLabels {
+pub(crate) fn method_labels(component: &'static str, path: &str) -> MethodLabels {
     let (service, method) = match MethodCatalogue::global().lookup(path) {
         Lookup::Method(m) => (m.service.clone(), m.name.clone()),
         Lookup::Infrastructure => {
@@ -92,13 +92,19 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let labels = method_labels(self.component, request.uri().path());
+        let labels = request
+            .extensions()
+            .get::<MethodLabels>()
+            .cloned()
+            .unwrap_or_else(|| method_labels(self.component, request.uri().path()));
         rpc().in_flight.get_or_create(&labels).inc();
         ResponseFuture {
             inner: self.inner.call(request),
             call: Some(Call {
                 labels,
                 started: Instant::now(),
+                // The request's span (opened by the correlation layer outside this one).
+                span: tracing::Span::current(),
             }),
         }
     }
@@ -109,15 +115,31 @@ where
 struct Call {
     labels: MethodLabels,
     started: Instant,
+    /// Kept open until the call ends, so the trace's server span covers the whole response.
+    span: tracing::Span,
 }
 
 impl Call {
     fn finish(self, code: Code) {
+        let elapsed = self.started.elapsed();
         let MethodLabels {
             component,
             service,
             method,
         } = &self.labels;
+        self.span.record("rpc.grpc.status_code", code as i32);
+        if server_fault(code) {
+            self.span.record("otel.status_code", "ERROR");
+        }
+        // The request line: the span adds correlation id, trace id and caller. Health checks
+        // and reflection (every probe interval, from every client) only at debug.
+        let duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let name = code_name(code);
+        if service.starts_with("grpc.") {
+            tracing::debug!(parent: &self.span, %service, %method, code = name, duration_us, "rpc finished");
+        } else {
+            tracing::info!(parent: &self.span, %service, %method, code = name, duration_us, "rpc finished");
+        }
         let labels = RpcLabels {
             component: component.clone(),
             service: service.clone(),
@@ -130,8 +152,22 @@ impl Call {
         metrics
             .duration
             .get_or_create(&labels)
-            .observe(self.started.elapsed().as_secs_f64());
+            .observe(elapsed.as_secs_f64());
     }
+}
+
+/// The codes OpenTelemetry's gRPC conventions count as a server's error (the others are the
+/// caller's: a bad argument, a missing permission).
+fn server_fault(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::Unimplemented
+            | Code::Internal
+            | Code::Unavailable
+            | Code::DataLoss
+    )
 }
 
 fn status_of(headers: &HeaderMap) -> Option<Code> {

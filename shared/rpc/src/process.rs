@@ -46,21 +46,28 @@ where
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if let Err(e) = umcp_telemetry::init(config.log()) {
-        eprintln!("umcp-{component}: cannot start logging: {e}");
-        return ExitCode::from(EXIT_CONFIG);
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            tracing::error!(error = %e, "cannot start the async runtime");
+            eprintln!("umcp-{component}: cannot start the async runtime: {e}");
             return ExitCode::from(EXIT_SOFTWARE);
         }
     };
-    runtime.block_on(async move {
+    // Inside the runtime: the span exporter's connection spawns its worker on it.
+    let telemetry = {
+        let _entered = runtime.enter();
+        match umcp_telemetry::init(config.log(), component) {
+            Ok(telemetry) => telemetry,
+            Err(e) => {
+                eprintln!("umcp-{component}: cannot start logging or tracing: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
+    };
+    let code = runtime.block_on(async move {
         let listener = match TcpListener::bind(config.listen()).await {
             Ok(l) => l,
             Err(e) => {
@@ -96,7 +103,10 @@ where
                 ExitCode::from(EXIT_SOFTWARE)
             }
         }
-    })
+    });
+    // Off the async threads, with the runtime still alive for the exporter's connection.
+    telemetry.shutdown();
+    code
 }
 
 /// The shutdown future handed to a service's `run`.
