@@ -46,7 +46,8 @@ for comp, port in sorted(ports.items()):
         check(status == 200 and f"# TYPE {family} {kind}" in text, f"{comp} /metrics has {family} ({kind})")
     extra = {"gateway": [("umcp_breaker_state", "gauge"), ("umcp_ratelimit_decisions", "counter"),
                          ("umcp_audit_client_spool_bytes", "gauge"), ("umcp_audit_client_events", "counter")],
-             "graph": [("umcp_cache_hits", "counter"), ("umcp_cache_l1_bytes", "gauge")]}
+             "graph": [("umcp_cache_hits", "counter"), ("umcp_cache_l1_bytes", "gauge"),
+                       ("umcp_store_query_slots", "gauge"), ("umcp_store_query_admissions", "counter")]}
     for family, kind in extra.get(comp, []):
         check(f"# TYPE {family} {kind}" in text, f"{comp} /metrics has {family} ({kind})")
     open(f"{sys.argv[2]}/metrics.before.{comp}", "w").write(text)
@@ -55,6 +56,7 @@ PY
 
 call umcp.graph.v1.GraphService/GetMetrics >/dev/null
 call umcp.graph.v1.GraphService/GetMetrics >/dev/null
+call umcp.graph.v1.GraphService/Query -d '{"cypher":"MATCH (n) RETURN count(n) AS c"}' >/dev/null
 "$GRPCURL" -plaintext "127.0.0.1:$gw_port" umcp.graph.v1.GraphService/GetMetrics >/dev/null 2>&1 || true
 
 python3 - "${ops_port[gateway]}" "${ops_port[graph]}" "$work" <<'PY'
@@ -74,6 +76,14 @@ for comp, port, code, moved in [("gateway", gw, "OK", 2), ("graph", graph, "OK",
     ok = delta >= moved
     failed += 0 if ok else 1
     print(f"e2e-ops: {'ok  ' if ok else 'FAIL'} {comp} GetMetrics {code} counted {delta:g} (expected >= {moved})")
+def admitted(text):
+    m = re.search(r'^umcp_store_query_admissions_total\{outcome="admitted"\} (\S+)$', text, re.M)
+    return float(m.group(1)) if m else 0.0
+before = open(f"{work}/metrics.before.graph").read()
+after = urllib.request.urlopen(f"http://127.0.0.1:{graph}/metrics", timeout=5).read().decode()
+ok = admitted(after) - admitted(before) >= 1
+failed += 0 if ok else 1
+print(f"e2e-ops: {'ok  ' if ok else 'FAIL'} graph Query took a store query slot")
 sys.exit(1 if failed else 0)
 PY
 

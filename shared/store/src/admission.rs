@@ -13,9 +13,14 @@
 //! * A ticket is released only when the query really stops (the backend moves it into the
 //!   work), so a caller cannot cancel and resend to get past its cap while abandoned queries
 //!   still run.
+//!
+//! On `/metrics` (while the store exists): `umcp_store_query_slots` (configured),
+//! `umcp_store_query_slots_in_use`, `umcp_store_query_waiting`, and
+//! `umcp_store_query_admissions{outcome="admitted|over_caller_cap|deadline"}`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use parking_lot::Mutex;
@@ -29,6 +34,62 @@ pub struct Admission {
     slots: Arc<Semaphore>,
     per_caller: usize,
     held: Arc<Mutex<HashMap<String, usize>>>,
+    counters: Arc<Counters>,
+}
+
+/// What `/metrics` shows of one store's admission.
+#[derive(Debug, Default)]
+struct Counters {
+    capacity: AtomicU64,
+    in_use: AtomicU64,
+    waiting: AtomicU64,
+    admitted: AtomicU64,
+    over_cap: AtomicU64,
+    deadline: AtomicU64,
+}
+
+/// Counts one waiter for as long as it waits (a cancelled wait included).
+struct Waiting<'a>(&'a AtomicU64);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn expose(counters: &Arc<Counters>) {
+    use umcp_telemetry::metrics::{Sample, register_stats};
+    let weak = Arc::downgrade(counters);
+    register_stats(move || {
+        let Some(c) = weak.upgrade() else {
+            return Vec::new();
+        };
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let outcomes = "graph store query admissions by outcome";
+        vec![
+            Sample::gauge(
+                "umcp_store_query_slots",
+                "graph store query slots configured",
+                load(&c.capacity) as f64,
+            ),
+            Sample::gauge(
+                "umcp_store_query_slots_in_use",
+                "graph store query slots held by running queries",
+                load(&c.in_use) as f64,
+            ),
+            Sample::gauge(
+                "umcp_store_query_waiting",
+                "graph store queries waiting for a slot",
+                load(&c.waiting) as f64,
+            ),
+            Sample::counter("umcp_store_query_admissions", outcomes, load(&c.admitted))
+                .label("outcome", "admitted"),
+            Sample::counter("umcp_store_query_admissions", outcomes, load(&c.over_cap))
+                .label("outcome", "over_caller_cap"),
+            Sample::counter("umcp_store_query_admissions", outcomes, load(&c.deadline))
+                .label("outcome", "deadline"),
+        ]
+    });
 }
 
 /// Permission to run one query; dropping it frees the slot and the caller's share.
@@ -36,6 +97,13 @@ pub struct Admission {
 pub struct Ticket {
     _slot: OwnedSemaphorePermit,
     _caller: Option<CallerShare>,
+    counters: Arc<Counters>,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.counters.in_use.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug)]
@@ -61,10 +129,14 @@ impl Admission {
     /// `per_caller` (at least 1, at most `slots`).
     pub fn new(slots: usize, per_caller: usize) -> Self {
         let slots = slots.max(1);
+        let counters = Arc::new(Counters::default());
+        counters.capacity.store(slots as u64, Ordering::Relaxed);
+        expose(&counters);
         Self {
             slots: Arc::new(Semaphore::new(slots)),
             per_caller: per_caller.clamp(1, slots),
             held: Arc::default(),
+            counters,
         }
     }
 
@@ -80,12 +152,21 @@ impl Admission {
         deadline: Option<Instant>,
     ) -> Result<Ticket, StoreError> {
         // Taken before waiting, so waiters count against the cap too.
-        let share = caller.map(|c| self.take_share(c)).transpose()?;
+        let c = &self.counters;
+        let share = caller
+            .map(|caller| self.take_share(caller))
+            .transpose()
+            .inspect_err(|_| {
+                c.over_cap.fetch_add(1, Ordering::Relaxed);
+            })?;
         let acquire = Arc::clone(&self.slots).acquire_owned();
+        c.waiting.fetch_add(1, Ordering::Relaxed);
+        let waiting = Waiting(&c.waiting);
         let slot = match deadline {
             Some(d) => tokio::time::timeout_at(tokio::time::Instant::from_std(d), acquire)
                 .await
                 .map_err(|_| {
+                    c.deadline.fetch_add(1, Ordering::Relaxed);
                     StoreError::DeadlineExceeded(
                         "no query slot became free before the deadline".into(),
                     )
@@ -93,9 +174,13 @@ impl Admission {
             None => acquire.await,
         }
         .map_err(|_| StoreError::Unavailable("the store is shutting down".into()))?;
+        drop(waiting);
+        c.admitted.fetch_add(1, Ordering::Relaxed);
+        c.in_use.fetch_add(1, Ordering::Relaxed);
         Ok(Ticket {
             _slot: slot,
             _caller: share,
+            counters: Arc::clone(c),
         })
     }
 
