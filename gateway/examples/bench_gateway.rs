@@ -221,6 +221,9 @@ async fn main() {
                 ("UMCP_AUTH__JWKS_FILE", jwks.clone()),
                 ("UMCP_CACHE__ENABLED", cache.to_string()),
                 ("UMCP_LOG__FILTER", "error".into()),
+                // No operations port: its default (127.0.0.1:9103) is one per machine, and the
+                // second graph would fail to start.
+                ("UMCP_HTTP__LISTEN", String::new()),
             ],
         )
     };
