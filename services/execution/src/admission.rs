@@ -56,6 +56,9 @@ pub struct Admission {
     state: Mutex<State>,
     /// Moving average of how long a ticket is held, in microseconds.
     avg_run_micros: AtomicU64,
+    /// Requests that had to queue, and their waits summed (microseconds), for metrics.
+    waits: AtomicU64,
+    wait_micros: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -191,6 +194,8 @@ impl Admission {
             limits,
             state: Mutex::new(State::default()),
             avg_run_micros: AtomicU64::new(INITIAL_RUN_ESTIMATE.as_micros() as u64),
+            waits: AtomicU64::new(0),
+            wait_micros: AtomicU64::new(0),
         }
     }
 
@@ -298,7 +303,12 @@ impl Admission {
                 "admission waiter lost its grant".into(),
             ));
         };
-        match tokio::time::timeout(budget, rx).await {
+        let queued_at = Instant::now();
+        let waited = tokio::time::timeout(budget, rx).await;
+        self.waits.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(queued_at.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.wait_micros.fetch_add(micros, Ordering::Relaxed);
+        match waited {
             Ok(Ok(())) => {
                 queued.grant = None;
                 Ok(self.ticket(user))
@@ -336,6 +346,14 @@ impl Admission {
     /// Requests waiting now (for tests and metrics).
     pub fn queued(&self) -> usize {
         self.state.lock().queued
+    }
+
+    /// Requests that had to queue so far, and how long they waited in total.
+    pub fn waits(&self) -> (u64, Duration) {
+        (
+            self.waits.load(Ordering::Relaxed),
+            Duration::from_micros(self.wait_micros.load(Ordering::Relaxed)),
+        )
     }
 }
 

@@ -139,9 +139,16 @@ pub struct ExecutionConfig {
     pub max_limits: LimitBounds,
     /// UID/GID of sandbox slot 0 (slot i runs as uid_base + i).
     pub uid_base: u32,
-    /// Pre-started Python sandboxes kept waiting (`UMCP_WARM_POOL_SIZE`, default 2, 0..=64; 0
-    /// disables the pool). They use `warm_pool_size + 1` sandbox slots (and uids) of their own.
+    /// Pre-started sandboxes kept waiting per language (`UMCP_WARM_POOL_SIZE`, default 2,
+    /// 0..=64; 0 disables the pool), unless the language's own key below says otherwise. Each
+    /// pooled language uses `size + 1` sandbox slots (and uids) of its own.
     pub warm_pool_size: usize,
+    /// Python's pool size (`UMCP_WARM_POOL_PYTHON`, 0..=64; unset: `warm_pool_size`).
+    pub warm_pool_python: Option<usize>,
+    /// Node's pool size (`UMCP_WARM_POOL_NODE`, 0..=64; unset: `warm_pool_size`).
+    pub warm_pool_node: Option<usize>,
+    /// Bash's pool size (`UMCP_WARM_POOL_BASH`, 0..=64; unset: `warm_pool_size`).
+    pub warm_pool_bash: Option<usize>,
     pub cgroup: CgroupMode,
     /// DEVELOPMENT ONLY: start even when the host cannot enforce memory and process limits.
     pub insecure_allow_weak_sandbox: bool,
@@ -196,6 +203,9 @@ impl Default for ExecutionConfig {
             max_limits: LimitBounds::maxima(),
             uid_base: 60_000,
             warm_pool_size: 2,
+            warm_pool_python: None,
+            warm_pool_node: None,
+            warm_pool_bash: None,
             cgroup: CgroupMode::Auto,
             insecure_allow_weak_sandbox: false,
             python: "/usr/bin/python3".into(),
@@ -225,6 +235,15 @@ impl ExecutionConfig {
         first(check_range("max_per_user", self.max_per_user, 1..))?;
         first(check_range("max_queue", self.max_queue, 0..=65_536))?;
         first(check_range("warm_pool_size", self.warm_pool_size, 0..=64))?;
+        for (name, size) in [
+            ("warm_pool_python", self.warm_pool_python),
+            ("warm_pool_node", self.warm_pool_node),
+            ("warm_pool_bash", self.warm_pool_bash),
+        ] {
+            if let Some(size) = size {
+                first(check_range(name, size, 0..=64))?;
+            }
+        }
         first(check_range("queue_timeout_ms", self.queue_timeout_ms, 1..))?;
         if self.uid_base < 1000
             || u64::from(self.uid_base) + self.sandbox_slots() as u64 > 0xFFFF_FFFE
@@ -289,7 +308,19 @@ impl ExecutionConfig {
 impl ExecutionConfig {
     /// Sandbox slots: the running sandboxes plus the warm pool's own.
     pub fn sandbox_slots(&self) -> usize {
-        self.max_concurrent + crate::pool::WarmPool::slots_needed(self.warm_pool_size)
+        let sizes = crate::model::Language::ALL.map(|l| self.warm_pool_size_of(l));
+        self.max_concurrent + crate::pool::WarmPool::slots_needed(&sizes)
+    }
+
+    /// Pre-started sandboxes kept for `language`.
+    pub fn warm_pool_size_of(&self, language: crate::model::Language) -> usize {
+        use crate::model::Language;
+        let own = match language {
+            Language::Python => self.warm_pool_python,
+            Language::JavaScript => self.warm_pool_node,
+            Language::Bash => self.warm_pool_bash,
+        };
+        own.unwrap_or(self.warm_pool_size)
     }
 }
 

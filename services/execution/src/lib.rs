@@ -13,6 +13,7 @@ pub mod grpc;
 pub mod idempotency;
 pub mod identity;
 mod lint;
+pub mod metrics;
 pub mod model;
 pub mod pool;
 mod pytest;

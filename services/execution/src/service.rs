@@ -17,8 +17,8 @@ use crate::pool::{self, WarmPool};
 use crate::runtime::{self, Runtimes};
 use crate::sink::{Activity, ResultSink};
 use umcp_sandbox::process::{
-    Chunk, NamespaceSandbox, RunError, RunLimits, RunOutput, RunSpec, Sandbox, SandboxFile,
-    StreamKind, Termination,
+    Chunk, NamespaceSandbox, RunError, RunOutput, RunSpec, Sandbox, SandboxFile, StreamKind,
+    Termination,
 };
 
 /// Largest output chunk sent to a streaming client.
@@ -28,7 +28,9 @@ pub const MAX_CHUNK: usize = 64 * 1024;
 pub struct ExecutionService {
     pub(crate) config: ExecutionConfig,
     pub(crate) sandbox: Arc<dyn Sandbox>,
-    pub(crate) admission: Admission,
+    pub(crate) admission: Arc<Admission>,
+    /// Sandbox runs by how they ended (see [`crate::metrics`]).
+    runs: Arc<crate::metrics::RunCounters>,
     idempotency: IdempotencyStore<ExecutionResult>,
     pub(crate) runtimes: Runtimes,
     sink: Option<Arc<dyn ResultSink>>,
@@ -62,12 +64,13 @@ impl ExecutionService {
             );
         }
         let service = Self {
-            admission: Admission::new(AdmissionLimits {
+            runs: Arc::default(),
+            admission: Arc::new(Admission::new(AdmissionLimits {
                 max_concurrent: config.max_concurrent,
                 max_queue: config.max_queue,
                 queue_timeout: Duration::from_millis(config.queue_timeout_ms),
                 max_per_user: config.max_per_user,
-            }),
+            })),
             idempotency: IdempotencyStore::new(
                 Duration::from_secs(config.idempotency_ttl_secs),
                 config.idempotency_max_entries,
@@ -81,32 +84,75 @@ impl ExecutionService {
             pool: None,
         };
         service.self_test_renderer().await?;
+        crate::metrics::register_service(&service.runs, &service.admission);
         Ok(service)
     }
 
-    /// Starts the warm pool (`warm_pool_size` per pooled language) in `sandbox`; rootless
-    /// sandboxes cannot change limits after start and get none.
+    /// Starts the warm pool (see [`crate::pool`]; sizes from `warm_pool_size` and the
+    /// per-language keys) in `sandbox`; rootless sandboxes cannot change limits after start and
+    /// get none.
     pub fn with_warm_pool(mut self, sandbox: &NamespaceSandbox) -> Self {
-        if self.config.warm_pool_size == 0 || sandbox.info().backend.contains("rootless") {
+        if sandbox.info().backend.contains("rootless") {
             return self;
         }
-        self.pool = Some(WarmPool::start(
-            sandbox,
-            self.runtimes.interpreter(Language::Python),
-            self.config.warm_pool_size,
-            // The largest rlimits a request may ask for (each run lowers them at hand-over),
-            // the default /tmp size (fixed at start).
-            RunLimits {
-                tmp_bytes: self.config.default_limits.tmp_bytes,
-                ..self.config.max_limits.to_run_limits()
-            },
-        ));
+        let plans: Vec<pool::ShelfPlan> = Language::ALL
+            .into_iter()
+            .filter_map(|language| {
+                Some(pool::ShelfPlan {
+                    language,
+                    interpreter: self.runtimes.interpreter(language)?.to_owned(),
+                    size: self.config.warm_pool_size_of(language),
+                    max_limits: self.config.max_limits.to_run_limits(),
+                    default_limits: self.config.default_limits.to_run_limits(),
+                })
+            })
+            .filter(|p| p.size > 0)
+            .collect();
+        if !plans.is_empty() {
+            let pool = WarmPool::start(sandbox, &plans);
+            crate::metrics::register_pool(&pool.stats());
+            self.pool = Some(pool);
+        }
         self
     }
 
     /// Pooled sandboxes waiting for `language` now.
     pub fn warm_ready(&self, language: Language) -> usize {
         self.pool.as_ref().map_or(0, |p| p.ready(language))
+    }
+
+    /// Requests of `language` that ran in a pre-started sandbox so far.
+    pub fn warm_hits(&self, language: Language) -> u64 {
+        self.warm_stat(language, |s| &s.hits)
+    }
+
+    /// Requests of a pooled `language` that ran cold so far.
+    pub fn warm_misses(&self, language: Language) -> u64 {
+        self.warm_stat(language, |s| &s.misses)
+    }
+
+    fn warm_stat(
+        &self,
+        language: Language,
+        counter: impl Fn(&pool::PoolStats) -> &std::sync::atomic::AtomicU64,
+    ) -> u64 {
+        let Some(pool) = &self.pool else { return 0 };
+        pool.stats()
+            .iter()
+            .find(|(l, _)| *l == language)
+            .map_or(0, |(_, s)| {
+                counter(s).load(std::sync::atomic::Ordering::Relaxed)
+            })
+    }
+
+    /// Sandbox runs that ended with `status` (a label value of `umcp_execution_runs_total`).
+    pub fn runs_with_status(&self, status: &str) -> u64 {
+        self.runs.get(status)
+    }
+
+    /// The warm pool's counters per pooled language (for metrics).
+    pub fn warm_stats(&self) -> Vec<(Language, Arc<pool::PoolStats>)> {
+        self.pool.as_ref().map(|p| p.stats()).unwrap_or_default()
     }
 
     pub fn runtimes(&self) -> &Runtimes {
@@ -212,7 +258,7 @@ impl ExecutionService {
             .sandbox
             .run(spec, chunks)
             .instrument(tracing::debug_span!("exec.sandbox"));
-        Self::run_error(run.await)
+        self.run_error(run.await)
     }
 
     /// [`Self::run_admitted`] for user code: in a pre-started sandbox of the warm pool when
@@ -224,13 +270,18 @@ impl ExecutionService {
         spec: RunSpec,
         chunks: Option<mpsc::Sender<Chunk>>,
     ) -> Result<Result<RunOutput, RunError>, ExecError> {
-        let handover = match (&self.pool, input.language) {
-            (Some(_), Language::Python) => {
-                pool::python_handover(&input.code, &input.args, spec.stdin.clone(), spec.limits)
-            }
-            _ => None,
+        let Some(pool) = &self.pool else {
+            return self.run_admitted(user, spec, chunks).await;
         };
-        let Some((pool, handover)) = self.pool.as_ref().zip(handover) else {
+        let handover = pool::handover(
+            input.language,
+            &input.code,
+            &input.args,
+            spec.stdin.clone(),
+            spec.limits,
+        );
+        let Some(handover) = handover else {
+            pool.missed(input.language);
             return self.run_admitted(user, spec, chunks).await;
         };
         let _ticket = self
@@ -238,22 +289,25 @@ impl ExecutionService {
             .admit(user)
             .instrument(tracing::debug_span!("exec.admission"))
             .await?;
-        let Some(taken) = pool.take(input.language, handover.limits.tmp_bytes) else {
+        let Some(taken) = pool.take(input.language, &handover.limits) else {
             let run = self
                 .sandbox
                 .run(spec, chunks)
                 .instrument(tracing::debug_span!("exec.sandbox"));
-            return Self::run_error(run.await);
+            return self.run_error(run.await);
         };
         let run = pool
             .run(taken, handover, chunks)
             .instrument(tracing::debug_span!("exec.sandbox", pooled = true));
-        Self::run_error(run.await)
+        self.run_error(run.await)
     }
 
+    /// Counts the outcome, and turns a request the sandbox refused into an error.
     fn run_error(
+        &self,
         outcome: Result<RunOutput, RunError>,
     ) -> Result<Result<RunOutput, RunError>, ExecError> {
+        self.runs.count(&outcome);
         match outcome {
             Err(RunError::Invalid(m)) => Err(ExecError::InvalidArgument(m)),
             Err(RunError::Cancelled) => Err(ExecError::Cancelled),

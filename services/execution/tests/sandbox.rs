@@ -58,7 +58,8 @@ fn config(slots: usize) -> ExecutionConfig {
 }
 
 /// The service as `serve` builds it, warm pool included (default size): the escape corpus
-/// runs in pooled sandboxes (Python), since the pool is full before the first call.
+/// runs in pooled sandboxes (Python, Node, Bash), since the pools are full before the first
+/// call.
 async fn service_with(config: ExecutionConfig) -> Arc<ExecutionService> {
     let size = config.warm_pool_size;
     let sandbox = umcp_execution::build_sandbox(&config).expect("sandbox");
@@ -70,12 +71,17 @@ async fn service_with(config: ExecutionConfig) -> Arc<ExecutionService> {
     Arc::new(svc)
 }
 
-/// Waits (bounded) until `size` pooled Python sandboxes are ready.
+/// Waits (bounded) until `size` pooled sandboxes are ready for every installed language.
 async fn wait_for_pool(svc: &ExecutionService, size: usize) {
     let bound = Instant::now() + Duration::from_secs(30);
-    while svc.warm_ready(Language::Python) < size {
-        assert!(Instant::now() < bound, "the warm pool never filled");
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    for language in Language::ALL {
+        if svc.runtimes().interpreter(language).is_none() {
+            continue;
+        }
+        while svc.warm_ready(language) < size {
+            assert!(Instant::now() < bound, "the warm pool never filled");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 }
 

@@ -301,3 +301,76 @@ except OSError as e:
     assert!(out.contains("fds True EMFILE"), "{out}");
     assert!(out.contains("tmp ENOSPC 2"), "/tmp holds 2 MiB: {out}");
 }
+
+/// The corpus's file-system, network and process checks in pre-started Node and Bash
+/// sandboxes (their `/box` is a host directory bound read-only).
+#[tokio::test]
+async fn pooled_node_and_bash_sandboxes_contain_escapes() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let svc = service().await;
+    let bash = format!(
+        r#"for p in /box/main.sh /box/x /usr/umcp_escape_test /umcp_escape_test /etc/passwd; do
+  if (echo x > "$p") 2>/dev/null; then echo "WROTE $p"; else echo "denied $p"; fi
+done
+mount -o remount,rw /usr 2>/dev/null && echo REMOUNTED || echo "remount denied"
+(exec 3<>/dev/tcp/127.0.0.1/{port}) 2>/dev/null && echo CONNECTED || echo "connect denied"
+pids=(/proc/[0-9]*); echo "${{#pids[@]}}"
+env | grep -c -i -e secret -e cargo -e rust
+"#
+    );
+    let hits = svc.warm_hits(Language::Bash);
+    let r = svc
+        .execute("u", input(Language::Bash, &bash))
+        .await
+        .unwrap();
+    assert_eq!(svc.warm_hits(Language::Bash), hits + 1, "ran pooled");
+    let out = text(&r.stdout);
+    assert!(
+        !out.contains("WROTE") && !out.contains("REMOUNTED"),
+        "{out}"
+    );
+    assert!(
+        out.contains("denied /box/main.sh") && out.contains("remount denied"),
+        "{out}"
+    );
+    assert!(out.contains("connect denied"), "{out}");
+    assert!(
+        out.ends_with("connect denied\n1\n0\n"),
+        "one process, no host variables: {out}"
+    );
+
+    let node = format!(
+        r#"const fs = require('fs');
+for (const p of ['/box/main.js', '/box/x', '/usr/umcp_escape_test', '/etc/passwd']) {{
+  try {{ fs.writeFileSync(p, 'x'); console.log('WROTE', p); }} catch (e) {{ console.log('denied', p, e.code); }}
+}}
+console.log('loader', fs.existsSync('/box/.umcp-loader.js'), fs.readdirSync('/box'));
+const s = require('net').connect({port}, '127.0.0.1');
+s.on('connect', () => {{ console.log('CONNECTED'); process.exit(0); }});
+s.on('error', (e) => console.log('connect', e.code));
+console.log(fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)).length);
+"#
+    );
+    let hits = svc.warm_hits(Language::JavaScript);
+    let r = svc
+        .execute("u", input(Language::JavaScript, &node))
+        .await
+        .unwrap();
+    assert_eq!(svc.warm_hits(Language::JavaScript), hits + 1, "ran pooled");
+    let out = text(&r.stdout);
+    assert!(
+        !out.contains("WROTE") && !out.contains("CONNECTED"),
+        "{out}\n{}",
+        text(&r.stderr)
+    );
+    assert!(out.contains("denied /box/main.js EROFS"), "{out}");
+    assert!(out.contains("loader false [ 'main.js' ]"), "{out}");
+    assert!(out.contains("connect EPERM"), "{out}");
+    assert!(
+        listener.accept().is_err(),
+        "the host listener saw no connection"
+    );
+    assert!(!Path::new("/usr/umcp_escape_test").exists());
+}

@@ -117,6 +117,7 @@ impl NamespaceSandbox {
         }
         let (mut pool, cgroups) = cgroup_pool(&options, rootless)?;
         remove_stale_roots();
+        super::boxdir::remove_stale();
         let root_dir = tempfile::Builder::new()
             .prefix(&format!("{ROOT_PREFIX}{}.", std::process::id()))
             .tempdir()

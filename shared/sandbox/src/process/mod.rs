@@ -8,6 +8,7 @@
 //! same trait later.
 
 pub mod cgroup;
+mod boxdir;
 mod child;
 mod launcher;
 mod limits;
@@ -28,7 +29,7 @@ pub use cgroup::CgroupMode;
 pub use launcher::{NamespaceSandbox, SandboxOptions};
 pub use limits::RunLimits;
 pub use mounts::{ExtraBind, SandboxFile};
-pub use pooled::{Handover, Prestarted};
+pub use pooled::{Handover, PrestartMode, Prestarted};
 
 /// One program to run.
 #[derive(Debug, Clone)]

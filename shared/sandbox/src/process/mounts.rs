@@ -346,7 +346,7 @@ fn plain_segments(path: &str) -> bool {
         .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
 }
 
-fn checked_relative(path: &str) -> Result<&str, PlanError> {
+pub(super) fn checked_relative(path: &str) -> Result<&str, PlanError> {
     if !path.is_empty() && plain_segments(path) {
         Ok(path)
     } else {

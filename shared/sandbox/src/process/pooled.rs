@@ -15,6 +15,13 @@
 //! largest limits a request may ask for, and no handed-over byte runs before they are lowered.
 //! Only the sizes of `/tmp` and `/dev/shm` are fixed at start; [`Prestarted::tmp_bytes`] says
 //! which.
+//!
+//! Two variations ([`PrestartMode`]): a program that cannot call `setrlimit` (Node) is started
+//! with the request limits it will be handed and accepts only requests whose rlimits are the
+//! same ([`Prestarted::accepts`]); a program that must find its files on disk as a cold run
+//! does (Node's main module, Bash's script) gets a host directory bound read-only at `/box`,
+//! into which the parent writes the request's files at hand-over, before the program reads
+//! anything from descriptor 3 (see `boxdir.rs`).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -23,7 +30,9 @@ use tokio::io::Interest;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
+use super::boxdir::BoxDir;
 use super::launcher::NamespaceSandbox;
+use super::mounts::{ExtraBind, SandboxFile};
 use super::run::{self, Fd3, ParentPipes, Pipes, Release};
 use super::supervisor::{self, ParentEnds, Watch};
 use super::{Chunk, RunError, RunLimits, RunOutput, RunSpec};
@@ -40,8 +49,32 @@ pub struct Handover {
     pub program: Vec<u8>,
     /// Written to standard input, then closed.
     pub stdin: Vec<u8>,
-    /// The request's limits; `tmp_bytes` must equal the sandbox's [`Prestarted::tmp_bytes`].
+    /// The request's limits; the sandbox must [accept](Prestarted::accepts) them.
     pub limits: RunLimits,
+    /// Files written under `/box` before the program goes on ([`PrestartMode::box_at_handover`]
+    /// only; empty otherwise).
+    pub files: Vec<SandboxFile>,
+}
+
+/// How a pre-started program takes what it is handed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrestartMode {
+    /// The program lowers its rlimits itself from the hand-over line. When false (it has no
+    /// `setrlimit`), it keeps the rlimits of its start and only requests with the same rlimits
+    /// are accepted; it still receives (and must skip) the line.
+    pub lowers_rlimits: bool,
+    /// `/box` is a host directory, bound read-only: the start files of the spec are written
+    /// there (e.g. a loader) and removed at hand-over, when the request's files are written.
+    /// When false, `/box` holds the spec's files, as in a cold run, and a hand-over brings none.
+    pub box_at_handover: bool,
+}
+
+impl PrestartMode {
+    /// A program that applies the rlimit line and reads everything from descriptor 3 (Python).
+    pub const LOADER: Self = Self {
+        lowers_rlimits: true,
+        box_at_handover: false,
+    };
 }
 
 /// A sandbox whose program is running and waiting on descriptor 3. Dropping it unused kills
@@ -53,6 +86,9 @@ pub struct Prestarted {
     report: Option<OwnedFd>,
     parent: Option<ParentPipes>,
     tmp_bytes: u64,
+    /// The rlimits of its start, when the program cannot lower them.
+    fixed_rlimits: Option<RunLimits>,
+    box_dir: Option<BoxDir>,
 }
 
 impl std::fmt::Debug for Release {
@@ -71,6 +107,21 @@ impl Prestarted {
     /// Size of this sandbox's `/tmp` and `/dev/shm`, fixed when it was started.
     pub fn tmp_bytes(&self) -> u64 {
         self.tmp_bytes
+    }
+
+    /// Whether a request with `limits` may run here: the same `/tmp` size and, for a program
+    /// that cannot lower its rlimits, the same rlimits as at its start.
+    pub fn accepts(&self, limits: &RunLimits) -> bool {
+        limits.tmp_bytes == self.tmp_bytes
+            && self.fixed_rlimits.as_ref().is_none_or(|start| {
+                let same = |a: &RunLimits| {
+                    super::limits::rlimits(a, true)
+                        .into_iter()
+                        .map(|(r, l)| (r, l.rlim_cur, l.rlim_max))
+                        .collect::<Vec<_>>()
+                };
+                same(start) == same(limits)
+            })
     }
 
     /// False once the waiting program has died (it is then dropped, not used).
@@ -110,7 +161,11 @@ impl NamespaceSandbox {
     /// `Resource` when no slot is free now (pre-starting never waits for one) or the host
     /// refuses; `Setup` when the child failed before `execve`; `Invalid` in rootless mode,
     /// where limits cannot be changed after start.
-    pub async fn prestart(&self, spec: RunSpec) -> Result<Prestarted, RunError> {
+    pub async fn prestart(
+        &self,
+        mut spec: RunSpec,
+        mode: PrestartMode,
+    ) -> Result<Prestarted, RunError> {
         if self.is_rootless() {
             return Err(RunError::Invalid(
                 "pre-started sandboxes need root (per-request limits are set at hand-over)".into(),
@@ -132,6 +187,16 @@ impl NamespaceSandbox {
             .and_then(|l| l.slot.as_mut())
             .ok_or(RunError::Cancelled)?;
         let uid = inner.options.uid_base + slot.index as u32;
+        let box_dir = if mode.box_at_handover {
+            let dir = BoxDir::create(&std::mem::take(&mut spec.files))?;
+            spec.binds.push(ExtraBind {
+                host: dir.path().to_path_buf(),
+                inside: "/box".into(),
+            });
+            Some(dir)
+        } else {
+            None
+        };
         run::arm_cgroup(slot, &spec.limits)?;
         let pipes = Pipes::open(Fd3::Feed)?;
         pipes.hand_to(uid)?;
@@ -145,6 +210,8 @@ impl NamespaceSandbox {
             report: None,
             parent: Some(parent),
             tmp_bytes: spec.limits.tmp_bytes,
+            fixed_rlimits: (!mode.lowers_rlimits).then_some(spec.limits),
+            box_dir,
         };
         prestarted.report = Some(await_exec(started.report).await?);
         if let Some(mut parent) = prestarted.parent.take() {
@@ -159,18 +226,30 @@ impl NamespaceSandbox {
     /// torn down like a cold run (see the module docs).
     ///
     /// # Errors
-    /// As [`super::Sandbox::run`]; `Invalid` when the `/tmp` size differs from the sandbox's.
+    /// As [`super::Sandbox::run`]; `Invalid` when the sandbox does not
+    /// [accept](Prestarted::accepts) the limits, or files come for a sandbox without a box
+    /// directory.
     pub async fn run_prestarted(
         &self,
         prestarted: Prestarted,
         handover: Handover,
         chunks: Option<mpsc::Sender<Chunk>>,
     ) -> Result<RunOutput, RunError> {
-        if handover.limits.tmp_bytes != prestarted.tmp_bytes {
+        if !prestarted.accepts(&handover.limits) {
             return Err(RunError::Invalid(format!(
-                "this pre-started sandbox has a /tmp of {} bytes, not {}",
-                prestarted.tmp_bytes, handover.limits.tmp_bytes
+                "this pre-started sandbox (/tmp of {} bytes, rlimits {}) cannot take these limits",
+                prestarted.tmp_bytes,
+                if prestarted.fixed_rlimits.is_some() {
+                    "fixed"
+                } else {
+                    "lowered at hand-over"
+                },
             )));
+        }
+        if prestarted.box_dir.is_none() && !handover.files.is_empty() {
+            return Err(RunError::Invalid(
+                "this pre-started sandbox takes no files at hand-over".into(),
+            ));
         }
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(
@@ -276,7 +355,12 @@ async fn hand_over(
         .ok_or(RunError::Cancelled)?;
     let limits = handover.limits;
     let handover_span = tracing::debug_span!("sandbox.handover").entered();
-    let applied = run::arm_cgroup(slot, &limits);
+    let applied = match p.box_dir.as_mut() {
+        // The files first: the program only goes on once descriptor 3 carries its line.
+        Some(dir) => dir.hand_over(&handover.files),
+        None => Ok(()),
+    }
+    .and_then(|()| run::arm_cgroup(slot, &limits));
     let mut code = rlimit_line(&limits);
     code.extend_from_slice(&handover.program);
     drop(handover_span);
@@ -321,16 +405,13 @@ async fn hand_over(
     run::outcome(seen, stats, &limits)
 }
 
-/// The run's rlimits as the hand-over line the loader applies. The CPU limit gets one more
-/// second for the CPU the interpreter spent starting (the precise limit is the cgroup's,
-/// counted from hand-over).
+/// The run's rlimits as the hand-over line the loader applies: exactly a cold run's, so a
+/// program reading its limits sees the same values. The CPU the interpreter spent starting
+/// (tens of milliseconds) comes out of the CPU rlimit's margin of two seconds over the
+/// request's limit; the precise limit is the cgroup's, counted from hand-over.
 fn rlimit_line(limits: &RunLimits) -> Vec<u8> {
     let mut line = String::from("UMCP-RLIMITS");
-    for (resource, mut limit) in super::limits::rlimits(limits, true) {
-        if resource == libc::RLIMIT_CPU as libc::c_int {
-            limit.rlim_cur += 1;
-            limit.rlim_max += 1;
-        }
+    for (resource, limit) in super::limits::rlimits(limits, true) {
         line.push_str(&format!(
             " {resource}:{}:{}",
             limit.rlim_cur, limit.rlim_max
