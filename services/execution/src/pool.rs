@@ -257,7 +257,7 @@ impl Shelf {
             // The heap limit is a start flag.
             Language::JavaScript => limits.memory_bytes == self.spec.limits.memory_bytes,
             // ulimit counts file sizes in KiB; the loader refuses anything else.
-            Language::Bash => limits.file_size_bytes % 1024 == 0,
+            Language::Bash => limits.file_size_bytes.is_multiple_of(1024),
         }
     }
 }

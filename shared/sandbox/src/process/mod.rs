@@ -7,8 +7,8 @@
 //! UID/GID and cgroups, rlimits, no_new_privs, seccomp); a microVM backend can implement the
 //! same trait later.
 
-pub mod cgroup;
 mod boxdir;
+pub mod cgroup;
 mod child;
 mod launcher;
 mod limits;
