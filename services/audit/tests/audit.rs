@@ -323,6 +323,8 @@ fn spawn_binary(data_dir: &Path, port: u16, jwks_file: &Path) -> KillOnDrop {
         Command::new(env!("CARGO_BIN_EXE_umcp-audit"))
             .env_clear()
             .env("UMCP_LISTEN", format!("127.0.0.1:{port}"))
+            // No operations port: its fixed default is taken by any other instance on this machine.
+            .env("UMCP_HTTP__LISTEN", "")
             .env("UMCP_DATA_DIR", data_dir)
             .env("UMCP_AUTH__JWKS_FILE", jwks_file)
             .env("UMCP_LOG__FILTER", "warn")

@@ -113,6 +113,16 @@ async fn killing_the_service_kills_its_sandboxes_and_the_next_start_cleans_up() 
     use umcp_proto::execution::v1 as pb;
     use umcp_proto::execution::v1::execution_service_client::ExecutionServiceClient;
     let base = uid_base();
+    // Every uid the service may use: its 2 running slots and the warm pools' own (the sleep
+    // below may run in a pooled sandbox).
+    let slots = u32::try_from(
+        umcp_execution::ExecutionConfig {
+            max_concurrent: 2,
+            ..umcp_execution::ExecutionConfig::default()
+        }
+        .sandbox_slots(),
+    )
+    .unwrap();
     let port = umcp_testkit::free_port();
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv");
     let issuer = umcp_testkit::issuer::TestIssuer::new();
@@ -122,6 +132,8 @@ async fn killing_the_service_kills_its_sandboxes_and_the_next_start_cleans_up() 
         .env_clear()
         .env("UMCP_AUTH__JWKS_FILE", jwks.path())
         .env("UMCP_LISTEN", format!("127.0.0.1:{port}"))
+        // No operations port: its fixed default is taken by any other instance on this machine.
+        .env("UMCP_HTTP__LISTEN", "")
         .env("UMCP_UID_BASE", base.to_string())
         .env("UMCP_MAX_CONCURRENT", "2")
         .env("UMCP_TOOLS_VENV", venv)
@@ -150,14 +162,14 @@ async fn killing_the_service_kills_its_sandboxes_and_the_next_start_cleans_up() 
             .await
     });
     let running = umcp_testkit::eventually(Duration::from_secs(10), || async {
-        !processes_with_uid(base, 2).is_empty()
+        !processes_with_uid(base, slots).is_empty()
     })
     .await;
     assert!(running, "the sandboxed sleep started");
     service.kill().unwrap();
     service.wait().unwrap();
     let gone = umcp_testkit::eventually(Duration::from_secs(5), || async {
-        processes_with_uid(base, 2).is_empty()
+        processes_with_uid(base, slots).is_empty()
     })
     .await;
     assert!(
